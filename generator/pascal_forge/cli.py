@@ -1,0 +1,97 @@
+"""Thin command-line layer: parse options, call the stages, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from importlib import import_module
+from pathlib import Path
+
+from pascal_forge import __version__
+from pascal_forge.errors import PascalForgeError
+from pascal_forge.render import check_tree, render_tree, write_tree
+from pascal_forge.spec import load_spec
+
+#: Modules that add their own sub-command through ``configure_parser(subparsers)``.
+COMMAND_MODULES = ("pascal_forge.check",)
+
+
+def _spec_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", type=Path, metavar="FILE", help="TOML spec merged over the built-in one")
+    parser.add_argument("--stack", metavar="NAME", help="stack to use (default: the spec's default_stack)")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    spec = load_spec(args.spec)
+    files = render_tree(spec, args.stack)
+    out: Path = args.out
+    if args.check:
+        check_tree(files, out)
+        print(f"{out}: up to date ({len(files)} files)")
+        return 0
+    write_tree(files, out)
+    stack = spec.stack(args.stack)
+    print(
+        f"wrote {len(files)} files to {out} for stack {stack.name} "
+        f"(vllm {stack.vllm}, torch {stack.torch}, triton {stack.triton}, CUDA {stack.cuda}) "
+        f"in {time.perf_counter() - start:.2f}s"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pascal-forge",
+        description="Pinned, patched conda recipes that make vLLM run on NVIDIA Pascal GPUs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  pascal-forge generate            # recipes/ for the built-in default stack",
+    )
+    parser.add_argument("--version", action="version", version=f"pascal-forge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = sub.add_parser(
+        "generate",
+        help="write recipes (recipe.yaml, meta.yaml, build.sh, patches) for a stack",
+        description="Render the recipes of one stack into a folder (replaced as a whole, atomically).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  pascal-forge generate                       # built-in stack into ./recipes\n"
+            "  pascal-forge generate --check               # exit 7 and list files if ./recipes is stale\n"
+            "  pascal-forge generate --spec my.toml --out /tmp/recipes"
+        ),
+    )
+    _spec_option(gen)
+    gen.add_argument("--out", type=Path, default=Path("recipes"), metavar="DIR", help="default: ./recipes")
+    gen.add_argument("--check", action="store_true", help="compare with DIR instead of writing")
+    gen.set_defaults(func=run_generate)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.configure_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except PascalForgeError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

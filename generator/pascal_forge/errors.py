@@ -1,0 +1,102 @@
+"""One error class per kind of failure, each with its own exit code and a next step.
+
+The CLI catches `PascalForgeError`, prints ``error[<code>]: <message>`` and the hint, and exits
+with the class's exit code. Nothing else in the package prints tracebacks at users.
+"""
+
+from __future__ import annotations
+
+
+class PascalForgeError(Exception):
+    """Base class: what happened (message) and what to do next (hint)."""
+
+    exit_code = 1
+    code = "error"
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        text = f"error[{self.code}]: {self.message}"
+        if self.hint:
+            text += f"\n  next: {self.hint}"
+        return text
+
+
+class SpecError(PascalForgeError):
+    """A spec file (or the built-in spec) is malformed or inconsistent."""
+
+    exit_code = 2
+    code = "spec-invalid"
+
+
+class UnknownPackageError(PascalForgeError):
+    """A package or recipe name that no recipe provides."""
+
+    exit_code = 2
+    code = "unknown-package"
+
+
+class UnknownVersionError(PascalForgeError):
+    """An upstream version that no stack in the spec covers."""
+
+    exit_code = 2
+    code = "version-not-in-stack"
+
+
+class PatchLibraryError(PascalForgeError):
+    """The patch library is inconsistent: a missing file, a path outside it, bad metadata."""
+
+    exit_code = 3
+    code = "patch-library"
+
+
+class PatchFailedError(PascalForgeError):
+    """A patch does not apply cleanly (no fuzz) to its pinned source."""
+
+    exit_code = 4
+    code = "patch-failed"
+
+
+class SourceError(PascalForgeError):
+    """A pinned source could not be obtained."""
+
+    exit_code = 5
+    code = "source-unavailable"
+
+
+class HashMismatchError(SourceError):
+    """A downloaded or cached file does not match its pinned sha256."""
+
+    exit_code = 6
+    code = "hash-mismatch"
+
+
+class StaleRecipesError(PascalForgeError):
+    """`generate --check`: the committed recipes differ from what the spec renders."""
+
+    exit_code = 7
+    code = "recipes-stale"
+
+
+class RenderError(PascalForgeError):
+    """A template failed to render, or the engine rejected a generated recipe."""
+
+    exit_code = 8
+    code = "render-failed"
+
+
+class ToolchainError(PascalForgeError):
+    """A compiler or tool is missing, or cannot target Pascal (e.g. CUDA 13 nvcc)."""
+
+    exit_code = 9
+    code = "arch-unsupported"
+
+
+class CompileError(PascalForgeError):
+    """A CUDA source failed to compile for a Pascal arch."""
+
+    exit_code = 10
+    code = "compile-failed"

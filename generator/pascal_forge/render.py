@@ -1,0 +1,291 @@
+"""Render recipes from the spec: recipe.yaml (rattler-build v1), meta.yaml + build.sh (conda-build).
+
+Templates live in ``templates/`` and are the only place recipe text is written; nothing goes
+through a YAML dumper (it would drop selectors and comments and reorder keys). Inputs are sorted
+or ordered by the spec, so the same spec renders byte-identical trees on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from pascal_forge.errors import PatchLibraryError, RenderError, StaleRecipesError
+from pascal_forge.spec import RECIPES, PatchEntry, RecipeKind, RecipeRequirements, Source, Spec, Stack
+
+#: Token in every build string we produce; dependants match on ``*pascal*`` so the solver can
+#: never substitute stock triton/pytorch (same name and version, different build string).
+BUILD_TOKEN = "pascal"
+
+
+@dataclass(frozen=True)
+class RecipePlan:
+    """Everything one recipe folder is rendered from."""
+
+    kind: RecipeKind
+    stack: Stack
+    version: str
+    sources: tuple[Source, ...]
+    patches: tuple[PatchEntry, ...]
+    requirements: RecipeRequirements
+
+    @property
+    def patch_dir_files(self) -> tuple[str, ...]:
+        return tuple(f"patches/{p.path.name}" for p in self.patches)
+
+    @property
+    def source_patches(self) -> tuple[str, ...]:
+        """Patches the engine applies to the patched source (empty: build.sh applies them)."""
+        return () if self.kind.recipe == "pytorch-pascal" else self.patch_dir_files
+
+
+@dataclass(frozen=True)
+class RecipeInfo:
+    """About/test data of a recipe that is not a pin (pins live in the spec)."""
+
+    homepage: str
+    license: str
+    summary: str
+    description: tuple[str, ...]
+    test_requires: tuple[str, ...]
+
+
+RECIPE_INFO: dict[str, RecipeInfo] = {
+    "triton-pascal": RecipeInfo(
+        homepage="https://github.com/triton-lang/triton",
+        license="MIT",
+        summary="Triton with fp16 tl.dot and cache-policy fixes for NVIDIA Pascal (sm_60/sm_61)",
+        description=(
+            "Triton built from the commit PyTorch pins, with the patches below. The build string",
+            "carries the 'pascal' token; pytorch and vllm-pascal from this channel require it.",
+            "Patches:",
+        ),
+        test_requires=(),
+    ),
+    "pytorch-pascal": RecipeInfo(
+        homepage="https://pytorch.org",
+        license="BSD-3-Clause",
+        summary="conda-forge's PyTorch with the Inductor/Triton capability gates opened for Pascal",
+        description=(
+            "A repackaged conda-forge pytorch artifact (pinned by sha256). Its CUDA libraries already",
+            "carry sm_60/sm_61 kernels; only the Python gates below change, and its triton dependency",
+            "is the Pascal build. Patches:",
+        ),
+        test_requires=(),
+    ),
+    "vllm-pascal": RecipeInfo(
+        homepage="https://github.com/vllm-project/vllm",
+        license="Apache-2.0",
+        summary="vLLM built for NVIDIA Pascal GPUs (P100, P40, P4, GTX 10xx)",
+        description=(
+            "vLLM compiled for sm_60/sm_61 only, against the Pascal builds of pytorch and triton.",
+            "On Pascal, vLLM runs the V0 engine with XFORMERS attention; dtype=auto picks fp16 there,",
+            "since bf16 needs cc 8.0. Patches:",
+        ),
+        test_requires=("cuda-cuobjdump",),
+    ),
+}
+
+#: CMake variables that point vLLM's FetchContent sub-projects at pinned sources.
+VLLM_SOURCE_ENV: dict[str, str] = {
+    "cutlass": "VLLM_CUTLASS_SRC_DIR",
+    "flashmla": "FLASH_MLA_SRC_DIR",
+    "vllm-flash-attn": "VLLM_FLASH_ATTN_SRC_DIR",
+}
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str  # relative to the output root, "/"-separated
+    content: bytes
+
+
+def plan_recipes(spec: Spec, stack_name: str | None = None) -> tuple[RecipePlan, ...]:
+    stack = spec.stack(stack_name)
+    plans = []
+    for kind in RECIPES:
+        version = stack.version_of(kind.upstream)
+        patches = spec.patches_for(kind.upstream, version)
+        if not patches:
+            # Refuse to render a "Pascal" recipe that would ship stock upstream code.
+            raise PatchLibraryError(
+                f"no patches in {spec.patch_library / kind.upstream / 'series.toml'} apply to "
+                f"{kind.upstream} {version} (recipe {kind.recipe})",
+                "add patches for this version to the library, or pick a stack it supports",
+            )
+        reqs = stack.requirements.get(kind.recipe, RecipeRequirements())
+        plans.append(RecipePlan(kind, stack, version, stack.sources_for(kind.recipe), patches, reqs))
+    return tuple(plans)
+
+
+# --------------------------------------------------------------------------------------------
+# Jinja environment and filters
+
+
+def _yaml_str(value: str) -> str:
+    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _v1_dep(dep: str) -> str:
+    """`compiler:cuda` style markers become engine calls; plain specs stay as they are."""
+    if ":" in dep and dep.split(":", 1)[0] in {"compiler", "stdlib"}:
+        func, arg = dep.split(":", 1)
+        return f"${{{{ {func}('{arg}') }}}}"
+    return dep
+
+
+def _v0_dep(dep: str) -> str:
+    if ":" in dep and dep.split(":", 1)[0] in {"compiler", "stdlib"}:
+        func, arg = dep.split(":", 1)
+        return f"{{{{ {func}('{arg}') }}}}"
+    return dep
+
+
+def _py_nodot(py: str) -> str:
+    return py.replace(".", "")
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pascal_forge", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # noqa: S701 - YAML and shell, not HTML
+    )
+    env.filters["yaml_str"] = _yaml_str
+    env.filters["v1_dep"] = _v1_dep
+    env.filters["v0_dep"] = _v0_dep
+    env.filters["py_nodot"] = _py_nodot
+    env.globals["source_lines"] = source_lines
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _context(plan: RecipePlan, spec_origin: str) -> dict[str, object]:
+    stack = plan.stack
+    return {
+        "plan": plan,
+        "kind": plan.kind,
+        "stack": stack,
+        "version": plan.version,
+        "sources": plan.sources,
+        "patches": plan.patches,
+        "reqs": plan.requirements,
+        "token": BUILD_TOKEN,
+        "origin": spec_origin,
+        "archs_space": " ".join(stack.archs),
+        "archs_semicolon": ";".join(stack.archs),
+        "pythons": stack.python,
+        "info": RECIPE_INFO[plan.kind.recipe],
+        "src_env": VLLM_SOURCE_ENV,
+    }
+
+
+def render_tree(spec: Spec, stack_name: str | None = None) -> tuple[RenderedFile, ...]:
+    """All files of a recipes/ tree for one stack, in a stable order."""
+    env = environment()
+    plans = plan_recipes(spec, stack_name)
+    stack = plans[0].stack
+    origin = "built-in spec" if spec.origin == "built-in spec" else Path(spec.origin).name
+    files: list[RenderedFile] = []
+
+    def emit(path: str, template: str, ctx: dict[str, object]) -> None:
+        try:
+            text = env.get_template(template).render(**ctx)
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"template {template} failed for {path}: {exc}", "this is a bug; report it") from exc
+        files.append(RenderedFile(path, text.encode("utf-8")))
+
+    shared = {"stack": stack, "origin": origin, "pythons": stack.python, "token": BUILD_TOKEN}
+    emit("variants.yaml", "variants.yaml.j2", shared)
+    emit("conda_build_config.yaml", "conda_build_config.yaml.j2", shared)
+    for plan in plans:
+        ctx = _context(plan, origin)
+        base = plan.kind.recipe
+        emit(f"{base}/recipe.yaml", "recipe.yaml.j2", {**ctx, "run_constraints_key": "run_constraints"})
+        emit(f"{base}/meta.yaml", "meta.yaml.j2", {**ctx, "run_constraints_key": "run_constrained"})
+        emit(f"{base}/build.sh", f"build-{base}.sh.j2", ctx)
+        emit(f"{base}/pascal_check.py", f"check-{base}.py.j2", ctx)
+        if base == "pytorch-pascal":
+            emit(f"{base}/repack.py", "repack.py.j2", ctx)
+        for patch in plan.patches:
+            files.append(RenderedFile(f"{base}/patches/{patch.path.name}", patch.path.read_bytes()))
+    return tuple(sorted(files, key=lambda f: f.path))
+
+
+def source_lines(src: Source, plan: RecipePlan, *, v0: bool = False) -> list[str]:
+    """The YAML lines of one source entry (keys differ slightly between the formats)."""
+    lines = [f"git_url: {src.git}", f"git_rev: {src.rev}"] if v0 and src.is_git else []
+    if not v0 and src.is_git:
+        lines = [f"git: {src.git}", f"rev: {src.rev}"]
+    if not src.is_git:
+        lines = [f"url: {src.url}", f"sha256: {src.sha256}"]
+        if src.file_name:
+            lines.append(f"{'fn' if v0 else 'file_name'}: {src.file_name}")
+    if src.target:
+        lines.append(f"{'folder' if v0 else 'target_directory'}: {src.target}")
+    if src.patched and plan.source_patches:
+        lines.append("patches:")
+        lines.extend(f"  - {p}" for p in plan.source_patches)
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Writing: build the whole tree beside the target, then swap, so a failure never leaves a
+# half-written recipes/ behind.
+
+
+def write_tree(files: tuple[RenderedFile, ...], out: Path) -> None:
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        for f in files:
+            dest = staging / f.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(f.content)
+            os.chmod(dest, 0o755 if f.path.endswith(".sh") else 0o644)  # noqa: PTH101
+        old = out.parent / f".{out.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def stale_files(files: tuple[RenderedFile, ...], out: Path) -> list[str]:
+    """Paths that differ between the rendered tree and ``out`` ("+" missing, "-" extra, "~" changed)."""
+    want = {f.path: f.content for f in files}
+    have = {
+        p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()
+    } if out.is_dir() else {}
+    problems = [f"+ {p} (missing)" for p in sorted(set(want) - set(have))]
+    problems += [f"- {p} (not generated by the spec)" for p in sorted(set(have) - set(want))]
+    problems += [f"~ {p} (differs)" for p in sorted(set(want) & set(have)) if have[p].read_bytes() != want[p]]
+    return problems
+
+
+def check_tree(files: tuple[RenderedFile, ...], out: Path) -> None:
+    problems = stale_files(files, out)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise StaleRecipesError(
+            f"{out} is stale:\n  {listing}", "run `pascal-forge generate` and commit the result"
+        )

@@ -1,0 +1,214 @@
+"""Obtain pinned sources: download into a cache and verify, or take a local directory/archive.
+
+Downloads go to a temporary name in the cache and are renamed only after the sha256 matched, so a
+cache never holds a half-written or unverified file under its final name. A cached file is
+re-verified on every use: a corrupted cache is reported, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import requests
+
+from pascal_forge.errors import HashMismatchError, SourceError
+from pascal_forge.spec import Source
+
+CHUNK = 1 << 20
+Progress = Callable[[str], None]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pascal-forge"
+
+
+@dataclass(frozen=True)
+class Obtained:
+    """A source ready to patch: an unpacked tree, and how its pin was verified."""
+
+    source: Source
+    tree: Path
+    verified: str  # e.g. "sha256 c7e04d10… verified" / "git commit 35c6c7c6 verified"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_name(source: Source) -> str:
+    return source.file_name or PurePosixPath(source.url.split("?", 1)[0]).name
+
+
+def download(source: Source, cache: Path, progress: Progress | None = None) -> Path:
+    """The verified file of a url source, from the cache or downloaded into it."""
+    dest = cache / "downloads" / source.sha256[:2] / file_name(source)
+    if dest.exists():
+        actual = sha256_of(dest)
+        if actual != source.sha256:
+            raise HashMismatchError(
+                f"cached file {dest} has sha256 {actual}, but {source.name} is pinned to {source.sha256}",
+                f"delete {dest} and run again; if a fresh download also differs, the pin or the upstream file changed",
+            )
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        try:
+            with requests.get(source.url, stream=True, timeout=60) as resp:
+                resp.raise_for_status()
+                total = int(resp.headers.get("content-length", 0))
+                done = 0
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in resp.iter_content(CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        if progress and total and done % (64 * CHUNK) < len(chunk):
+                            progress(f"{source.name}: {done >> 20}/{total >> 20} MiB")
+        except requests.RequestException as exc:
+            raise SourceError(f"cannot download {source.name} from {source.url}: {_short(exc)}", _offline_hint(source)) from exc
+        if digest.hexdigest() != source.sha256:
+            raise HashMismatchError(
+                f"{source.url} has sha256 {digest.hexdigest()}, but {source.name} is pinned to {source.sha256}",
+                "the upstream file changed or the pin is wrong: check the pin's citation (pinned_by) before updating it",
+            )
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def unpack(archive: Path, dest: Path, members: tuple[str, ...] = ()) -> Path:
+    """Unpack a .tar.* or a .whl/.zip into ``dest``, dropping a single top-level folder.
+
+    For wheels only ``members`` are extracted (a torch wheel is ~800 MB; patches touch two files).
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
+    try:
+        if archive.name.endswith((".whl", ".zip")):
+            with zipfile.ZipFile(archive) as zf:
+                names = [n for n in zf.namelist() if not members or n in members]
+                missing = sorted(set(members) - set(names))
+                if missing:
+                    raise SourceError(f"{archive.name} lacks {missing}", "is the pin the right release?")
+                for name in names:
+                    zf.extract(name, staging)
+        elif ".tar" in archive.name or archive.suffix == ".tgz":
+            with tarfile.open(archive) as tf:
+                tf.extractall(staging, filter="data")
+        else:
+            raise SourceError(f"don't know how to unpack {archive.name}", "give an unpacked directory instead")
+        entries = list(staging.iterdir())
+        root = entries[0] if len(entries) == 1 and entries[0].is_dir() and not members else staging
+        root.rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def git_tree(source: Source, repo: Path, dest: Path) -> Path:
+    """Export the pinned commit of ``source`` from a local git repository (bare or not)."""
+    git = ["git", f"--git-dir={_git_dir(repo)}"]
+    probe = subprocess.run([*git, "cat-file", "-e", f"{source.rev}^{{commit}}"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        raise SourceError(
+            f"{repo} does not contain commit {source.rev} of {source.name}",
+            f"fetch {source.git} into it (git fetch origin {source.rev}) or point --source-dir at another copy",
+        )
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    archive = subprocess.run([*git, "archive", "--format=tar", source.rev], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=_BytesReader(archive), mode="r:") as tf:
+        tf.extractall(dest, filter="data")
+    return dest
+
+
+def _git_dir(repo: Path) -> Path:
+    return repo / ".git" if (repo / ".git").exists() else repo
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos = data, 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._pos + size
+        chunk = self._data[self._pos : end]
+        self._pos += len(chunk)
+        return chunk
+
+
+def obtain(
+    source: Source,
+    cache: Path,
+    local: Path | None = None,
+    members: tuple[str, ...] = (),
+    progress: Progress | None = None,
+) -> Obtained:
+    """An unpacked tree of ``source`` under ``cache/trees``, with how its pin was verified."""
+    trees = cache / "trees"
+    trees.mkdir(parents=True, exist_ok=True)
+    dest = trees / f"{source.recipe}--{source.name}{('-py' + source.python) if source.python else ''}"
+    if local is not None:
+        return _obtain_local(source, local, dest, members)
+    if source.is_git:
+        raise SourceError(
+            f"{source.name} is a git source ({source.git} at {source.rev}); it is not downloaded by this command",
+            f"clone it and pass --source-dir {source.name}=DIR (a checkout or bare repository containing the commit)",
+        )
+    archive = download(source, cache, progress)
+    unpack(archive, dest, members)
+    return Obtained(source, dest, f"sha256 {source.sha256[:12]}… verified")
+
+
+def _obtain_local(source: Source, local: Path, dest: Path, members: tuple[str, ...]) -> Obtained:
+    if not local.exists():
+        raise SourceError(f"--source-dir {source.name}={local}: no such file or directory", "check the path")
+    if source.is_git and ((local / "HEAD").exists() or (local / ".git").exists()):
+        git_tree(source, local, dest)
+        return Obtained(source, dest, f"git commit {source.rev[:12]} exported from {local}")
+    if local.is_file():
+        if source.sha256:
+            actual = sha256_of(local)
+            if actual != source.sha256:
+                raise HashMismatchError(
+                    f"{local} has sha256 {actual}, but {source.name} is pinned to {source.sha256}",
+                    "pass the pinned file, or fix the pin if upstream really changed",
+                )
+        unpack(local, dest, members)
+        return Obtained(source, dest, f"local archive {local.name}, sha256 verified" if source.sha256 else "local archive")
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(local, dest, symlinks=True)
+    return Obtained(source, dest, f"local directory {local} (content not verifiable against the pin)")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "…"
+
+
+def _offline_hint(source: Source) -> str:
+    return (
+        "check the network; or download the file elsewhere and pass it with "
+        f"--source-dir {source.name}=FILE (it is verified against the pinned sha256)"
+    )

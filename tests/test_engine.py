@@ -1,0 +1,51 @@
+"""Every generated recipe renders with the real rattler-build engine, for every variant, and the
+conda-build meta.yaml carries the same sources, pins, patches and dependencies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recipe_formats import from_engine, from_meta
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+TREES = [ROOT / "recipes", ROOT / "tests" / "golden"]
+RECIPES = ["triton-pascal", "pytorch-pascal", "vllm-pascal"]
+
+
+@pytest.mark.parametrize("tree", TREES, ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_engine_renders_every_variant_and_meta_yaml_agrees(tree: Path, recipe: str) -> None:
+    rendered = from_engine(tree / recipe, tree / "variants.yaml")
+    pythons = [line.strip()[3:-3] for line in (tree / "variants.yaml").read_text().splitlines() if '.*"' in line]
+    assert sorted(rendered) == sorted(pythons)
+    for py, engine in rendered.items():
+        meta = from_meta(tree / recipe, py)
+        assert meta == engine, f"{recipe} py{py}: recipe.yaml and meta.yaml disagree"
+        assert engine.sources, recipe
+        assert any(patches for *_, patches in engine.sources) or recipe == "pytorch-pascal"
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_build_strings_carry_the_pascal_token(recipe: str) -> None:
+    from pascal_forge.build import engine_render
+
+    for v in engine_render(ROOT / "recipes" / recipe / "recipe.yaml", ROOT / "recipes" / "variants.yaml"):
+        py = v.variant["python"].removesuffix(".*").replace(".", "")
+        assert v.build_string.startswith(f"cuda126py{py}_pascal_h"), v.build_string
+
+
+def test_dependants_pin_the_pascal_builds() -> None:
+    vllm = from_engine(ROOT / "recipes" / "vllm-pascal", ROOT / "recipes" / "variants.yaml")
+    torch = from_engine(ROOT / "recipes" / "pytorch-pascal", ROOT / "recipes" / "variants.yaml")
+    for reqs in vllm.values():
+        assert "triton ==3.2.0 *pascal*" in reqs.run
+        assert "pytorch ==2.6.0 *pascal*" in reqs.run
+        assert not any(r.startswith(("torch ", "triton 3")) for r in reqs.run)
+    for reqs in torch.values():
+        assert "triton ==3.2.0 *pascal*" in reqs.run
+        assert not any(r.startswith("triton 3.2.0.*") for r in reqs.run)
+        assert any(r.startswith("libtorch ==2.6.0 cuda126_") for r in reqs.run)

@@ -1,0 +1,45 @@
+"""vllm-pascal's run dependencies are derived from vLLM's own requirement files, not typed by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from pascal_forge.sources import default_cache_dir, obtain
+from pascal_forge.spec import load_spec
+from pascal_forge.update import as_dependencies, grayskull_mapping, map_requirements, read_requirement_files
+
+
+@pytest.mark.integration
+def test_committed_run_requirements_match_the_sdist() -> None:
+    stack = load_spec().stack()
+    (vllm,) = [s for s in stack.sources_for("vllm-pascal") if s.patched]
+    tree = obtain(vllm, default_cache_dir()).tree
+    mapping, _ = grayskull_mapping()
+    lines = read_requirement_files(tree, ("cuda.txt",))
+    overrides = {"torch": f"pytorch =={stack.torch} *pascal*"}
+    derived = {d.spec: d.python for d in as_dependencies(map_requirements(lines, stack.python, mapping, overrides))}
+    committed = {d.spec: d.python for d in stack.requirements["vllm-pascal"].run}
+    missing = {k: v for k, v in derived.items() if committed.get(k, None) != v}
+    assert not missing, f"spec is stale; regenerate the derived block: {missing}"
+    extra = set(committed) - set(derived) - {"python", "triton ==3.2.0 *pascal*", "cuda-version >=12.0,<13", "__cuda"}
+    assert not extra, f"hand-typed run requirements: {extra}"
+
+
+def test_markers_and_extras_are_mapped_per_python() -> None:
+    lines = [
+        "six>=1.16.0; python_version > '3.11'",
+        "fastapi[standard] >= 0.115.0",
+        "torch==2.6.0",
+        "opencv-python-headless >= 4.11.0",
+        "xformers==0.0.29.post2; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        "numba == 0.60.0; python_version == '3.9'",
+    ]
+    mapped = map_requirements(lines, ("3.10", "3.12"), {"opencv-python-headless": "opencv"}, {"torch": "pytorch ==2.6.0 *pascal*"})
+    specs = {(m.spec, m.python) for m in mapped}
+    assert ("six >=1.16.0", "3.12") in specs
+    assert ("fastapi >=0.115.0", "") in specs
+    assert ("pytorch ==2.6.0 *pascal*", "") in specs
+    assert ("opencv >=4.11.0", "") in specs
+    assert ("xformers ==0.0.29.post2", "") in specs
+    assert not any(m.conda == "numba" for m in mapped)
+    assert next(m for m in mapped if m.conda == "fastapi").dropped_extras == ("standard",)
