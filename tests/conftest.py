@@ -36,7 +36,9 @@ def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 
 def _blocked_getaddrinfo(real: Any) -> Any:
     def wrapper(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host in (None, "localhost") or (isinstance(host, str) and (host.startswith("127.") or host == "::1")):
+        if host in (None, "localhost") or (
+            isinstance(host, str) and (host.startswith("127.") or host == "::1")
+        ):
             return real(host, *args, **kwargs)
         raise NetworkBlockedError(f"unit test tried to resolve {host!r}; mark it integration")
 

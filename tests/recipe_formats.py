@@ -50,7 +50,11 @@ def meta_yaml(recipe_dir: Path, python: str) -> dict[str, Any]:
     text = (recipe_dir / "meta.yaml").read_text("utf-8")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     rendered = env.from_string(text).render(
-        compiler=_compiler, stdlib=_stdlib, CONDA_PY=python.replace(".", ""), PKG_HASH="0000000", PKG_BUILDNUM="0"
+        compiler=_compiler,
+        stdlib=_stdlib,
+        CONDA_PY=python.replace(".", ""),
+        PKG_HASH="0000000",
+        PKG_BUILDNUM="0",
     )
     kept = []
     for line in rendered.splitlines():

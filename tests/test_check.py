@@ -32,7 +32,11 @@ def tree(tmp_path: Path, text: str = ORIGINAL) -> Path:
 
 def diff(old_line: int, new: str, context_shift: int = 0) -> str:
     lines = [f"line {i}" for i in range(old_line - 3, old_line + 4)]
-    body = "".join(f" {x}\n" for x in lines[:3]) + f"-{lines[3]}\n+{new}\n" + "".join(f" {x}\n" for x in lines[4:])
+    body = (
+        "".join(f" {x}\n" for x in lines[:3])
+        + f"-{lines[3]}\n+{new}\n"
+        + "".join(f" {x}\n" for x in lines[4:])
+    )
     start = old_line - 3 + context_shift
     return f"--- a/f.txt\n+++ b/f.txt\n@@ -{start},7 +{start},7 @@\n{body}"
 
@@ -40,7 +44,9 @@ def diff(old_line: int, new: str, context_shift: int = 0) -> str:
 def test_clean_offset_and_series_order(tmp_path: Path) -> None:
     root = tree(tmp_path)
     first = entry(tmp_path, "one", diff(10, "changed 10"))
-    second = entry(tmp_path, "two", diff(20, "changed 20", context_shift=-4), order=2)  # header lies by 4 lines
+    second = entry(
+        tmp_path, "two", diff(20, "changed 20", context_shift=-4), order=2
+    )  # header lies by 4 lines
     results = apply_series(root, (first, second))
     assert [r.outcome for r in results] == [Outcome.CLEAN, Outcome.OFFSET]
     assert "offset +4 lines" in results[1].detail
@@ -56,7 +62,9 @@ def test_failure_names_hunk_and_file_and_stops_the_series(tmp_path: Path) -> Non
     assert results[0].outcome == Outcome.FAILED
     assert results[0].summary == "fails at hunk 1 of f.txt (line 7)"
     assert results[1].outcome == Outcome.SKIPPED
-    assert (root / "f.txt").read_text() == ORIGINAL.replace("line 11\n", "line eleven\n")  # nothing half-applied
+    assert (root / "f.txt").read_text() == ORIGINAL.replace(
+        "line 11\n", "line eleven\n"
+    )  # nothing half-applied
 
 
 def test_no_fuzz_is_accepted(tmp_path: Path) -> None:
@@ -109,10 +117,17 @@ def test_vllm_series_applies_with_gnu_patch_dry_run_in_order(tmp_path: Path) -> 
     shutil.copytree(src, work)
     for patch in spec.patches_for("vllm", stack.vllm):
         with patch.path.open("rb") as fh:
-            dry = subprocess.run(["patch", "-p1", "--dry-run", "-F0", "-d", str(work)], stdin=fh, capture_output=True, check=False)
+            dry = subprocess.run(
+                ["patch", "-p1", "--dry-run", "-F0", "-d", str(work)],
+                stdin=fh,
+                capture_output=True,
+                check=False,
+            )
         assert dry.returncode == 0, (patch.id, dry.stdout.decode())
         with patch.path.open("rb") as fh:
-            subprocess.run(["patch", "-p1", "-F0", "-d", str(work)], stdin=fh, capture_output=True, check=True)
+            subprocess.run(
+                ["patch", "-p1", "-F0", "-d", str(work)], stdin=fh, capture_output=True, check=True
+            )
 
 
 @pytest.mark.integration
@@ -132,21 +147,38 @@ def test_wrong_pin_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     """A local copy that does not match the pin is refused, naming the file (no network needed)."""
     fake = tmp_path / "vllm-0.8.5.tar.gz"
     fake.write_bytes(b"not the sdist")
-    code = main(["check", "--package", "vllm-pascal", "--source-dir", f"vllm={fake}", "--cache-dir", str(tmp_path / "c")])
+    code = main(
+        [
+            "check",
+            "--package",
+            "vllm-pascal",
+            "--source-dir",
+            f"vllm={fake}",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
     assert code == 6
     err = capsys.readouterr().err
     assert str(fake) in err
     assert "pinned to c7e04d10" in err
 
 
-def test_unreachable_git_source_is_reported_not_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_git_source_is_reported_not_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check", "--package", "triton-pascal", "--cache-dir", str(tmp_path)]) == 5
     out = capsys.readouterr().out
     assert "not checked: triton: triton is a git source" in out
-    assert main(["check", "--package", "triton-pascal", "--cache-dir", str(tmp_path), "--allow-unreachable"]) == 0
+    assert (
+        main(["check", "--package", "triton-pascal", "--cache-dir", str(tmp_path), "--allow-unreachable"])
+        == 0
+    )
 
 
-def test_broken_patch_in_a_library_reports_the_hunk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_broken_patch_in_a_library_reports_the_hunk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A deliberately broken patch yields 'fails at hunk N' with the file name, not a traceback."""
     from pascal_forge.spec import builtin_patch_library
 
@@ -164,7 +196,17 @@ def test_broken_patch_in_a_library_reports_the_hunk(tmp_path: Path, capsys: pyte
     for rel, body in {"torch/utils/_triton.py": "x\n", "torch/_inductor/scheduler.py": "y\n"}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(body)
-    code = main(["check", "--spec", str(spec), "--package", "pytorch-pascal", "--source-dir", f"pytorch-conda-forge={root}"])
+    code = main(
+        [
+            "check",
+            "--spec",
+            str(spec),
+            "--package",
+            "pytorch-pascal",
+            "--source-dir",
+            f"pytorch-conda-forge={root}",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 4
     assert "fails at hunk 1 of torch/utils/_triton.py" in captured.out

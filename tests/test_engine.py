@@ -20,7 +20,9 @@ RECIPES = ["triton-pascal", "pytorch-pascal", "vllm-pascal"]
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_engine_renders_every_variant_and_meta_yaml_agrees(tree: Path, recipe: str) -> None:
     rendered = from_engine(tree / recipe, tree / "variants.yaml")
-    pythons = [line.strip()[3:-3] for line in (tree / "variants.yaml").read_text().splitlines() if '.*"' in line]
+    pythons = [
+        line.strip()[3:-3] for line in (tree / "variants.yaml").read_text().splitlines() if '.*"' in line
+    ]
     assert sorted(rendered) == sorted(pythons)
     for py, engine in rendered.items():
         meta = from_meta(tree / recipe, py)

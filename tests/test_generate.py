@@ -39,7 +39,11 @@ def test_generate_writes_every_recipe_in_both_formats(tmp_path: Path) -> None:
 def test_each_recipe_carries_exactly_its_patches(tmp_path: Path) -> None:
     spec = load_spec()
     main(["generate", "--out", str(tmp_path)])
-    for recipe, upstream in (("triton-pascal", "triton"), ("pytorch-pascal", "torch"), ("vllm-pascal", "vllm")):
+    for recipe, upstream in (
+        ("triton-pascal", "triton"),
+        ("pytorch-pascal", "torch"),
+        ("vllm-pascal", "vllm"),
+    ):
         shipped = sorted(p.name for p in (tmp_path / recipe / "patches").iterdir())
         expected = sorted(p.path.name for p in spec.patches_for(upstream, spec.stack().version_of(upstream)))
         assert shipped == expected
@@ -68,7 +72,10 @@ def test_generate_twice_and_across_hash_seeds_is_byte_identical(tmp_path: Path) 
         out = tmp_path / f"out-{seed}"
         env = {**os.environ, "PYTHONHASHSEED": seed}
         subprocess.run(
-            [sys.executable, "-m", "pascal_forge", "generate", "--out", str(out)], check=True, env=env, cwd=tmp_path
+            [sys.executable, "-m", "pascal_forge", "generate", "--out", str(out)],
+            check=True,
+            env=env,
+            cwd=tmp_path,
         )
         digests.append(tree_digest(out))
     assert digests[0] == digests[1] == digests[2]
@@ -115,7 +122,9 @@ def test_bad_input_leaves_previous_recipes_untouched(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "recipes"]  # no temp leftovers
 
 
-def test_failure_midway_through_writing_keeps_the_old_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_midway_through_writing_keeps_the_old_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pascal_forge import render
 
     out = tmp_path / "recipes"
@@ -142,3 +151,15 @@ def test_golden_tree_is_current() -> None:
     """tests/golden is a maintainer's spec (extends the default stack) rendered; see README."""
     spec = ROOT / "tests" / "data" / "golden-spec.toml"
     assert main(["generate", "--spec", str(spec), "--out", str(ROOT / "tests" / "golden"), "--check"]) == 0
+
+
+def test_patch_docs_are_current() -> None:
+    assert main(["docs", "--check", "--out", str(ROOT / "docs")]) == 0
+
+
+def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("generate", "check", "docs"):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+        assert "example" in capsys.readouterr().out

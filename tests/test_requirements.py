@@ -17,11 +17,17 @@ def test_committed_run_requirements_match_the_sdist() -> None:
     mapping, _ = grayskull_mapping()
     lines = read_requirement_files(tree, ("cuda.txt",))
     overrides = {"torch": f"pytorch =={stack.torch} *pascal*"}
-    derived = {d.spec: d.python for d in as_dependencies(map_requirements(lines, stack.python, mapping, overrides))}
+    derived = {
+        d.spec: d.python for d in as_dependencies(map_requirements(lines, stack.python, mapping, overrides))
+    }
     committed = {d.spec: d.python for d in stack.requirements["vllm-pascal"].run}
-    missing = {k: v for k, v in derived.items() if committed.get(k, None) != v}
+    missing = {k: v for k, v in derived.items() if committed.get(k) != v}
     assert not missing, f"spec is stale; regenerate the derived block: {missing}"
-    extra = set(committed) - set(derived) - {"python", "triton ==3.2.0 *pascal*", "cuda-version >=12.0,<13", "__cuda"}
+    extra = (
+        set(committed)
+        - set(derived)
+        - {"python", "triton ==3.2.0 *pascal*", "cuda-version >=12.0,<13", "__cuda"}
+    )
     assert not extra, f"hand-typed run requirements: {extra}"
 
 
@@ -34,7 +40,9 @@ def test_markers_and_extras_are_mapped_per_python() -> None:
         "xformers==0.0.29.post2; platform_system == 'Linux' and platform_machine == 'x86_64'",
         "numba == 0.60.0; python_version == '3.9'",
     ]
-    mapped = map_requirements(lines, ("3.10", "3.12"), {"opencv-python-headless": "opencv"}, {"torch": "pytorch ==2.6.0 *pascal*"})
+    mapped = map_requirements(
+        lines, ("3.10", "3.12"), {"opencv-python-headless": "opencv"}, {"torch": "pytorch ==2.6.0 *pascal*"}
+    )
     specs = {(m.spec, m.python) for m in mapped}
     assert ("six >=1.16.0", "3.12") in specs
     assert ("fastapi >=0.115.0", "") in specs

@@ -38,7 +38,9 @@ def test_every_recipe_has_patches_for_the_default_stack() -> None:
 
 
 def test_user_stack_extends_the_builtin_one(tmp_path: Path) -> None:
-    spec = load_spec(write(tmp_path, '[stacks.p100]\nextends = "vllm-0.8.5"\narchs = ["6.0"]\npython = ["3.12"]\n'))
+    spec = load_spec(
+        write(tmp_path, '[stacks.p100]\nextends = "vllm-0.8.5"\narchs = ["6.0"]\npython = ["3.12"]\n')
+    )
     stack = spec.stack("p100")
     assert stack.archs == ("6.0",)
     assert stack.python == ("3.12",)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rattler_build.render import PlatformConfig, RenderConfig
+from rattler_build.render import RenderConfig
+from rattler_build.tool_config import PlatformConfig
 from rattler_build.stage0 import Stage0Recipe
 from rattler_build.variant_config import VariantConfig
 

@@ -65,7 +65,9 @@ def check_recipe(
     verified = obtained.verified
     if obtained.source.check_only:
         verified += " (check-only copy: " + obtained.source.pinned_by + ")"
-    return RecipeCheck(kind.recipe, obtained.source.name, verified, tuple(apply_series(obtained.tree, series)))
+    return RecipeCheck(
+        kind.recipe, obtained.source.name, verified, tuple(apply_series(obtained.tree, series))
+    )
 
 
 def _dedupe_pythons(sources: tuple[Source, ...]) -> tuple[Source, ...]:
@@ -95,7 +97,9 @@ def format_table(checks: list[RecipeCheck]) -> str:
             lines.append("-" * (sum(widths) + 6 + len("result")))
         else:
             patch = reasons[i - 1][0]
-            lines.extend(textwrap.wrap(patch.reason, 100, initial_indent="    why: ", subsequent_indent="         "))
+            lines.extend(
+                textwrap.wrap(patch.reason, 100, initial_indent="    why: ", subsequent_indent="         ")
+            )
     lines.append("")
     lines.extend(f"source of {chk.recipe}: {chk.source} ({chk.verified})" for chk in checks)
     return "\n".join(lines)
@@ -145,7 +149,9 @@ def run_check(args: argparse.Namespace) -> int:
     known = {s.name for s in stack.sources}
     unknown = sorted(set(local) - known)
     if unknown:
-        raise SpecError(f"--source-dir names unknown source(s) {unknown}", f"sources of this stack: {sorted(known)}")
+        raise SpecError(
+            f"--source-dir names unknown source(s) {unknown}", f"sources of this stack: {sorted(known)}"
+        )
     cache = args.cache_dir or default_cache_dir()
     checks = [check_recipe(spec, stack, r, cache, local, quiet=args.json) for r in recipes]
     print(as_json(checks) if args.json else format_table(checks))
@@ -180,7 +186,9 @@ def configure_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     parser.add_argument("--spec", type=Path, metavar="FILE", help="TOML spec merged over the built-in one")
     parser.add_argument("--stack", metavar="NAME", help="stack to check (default: the spec's default)")
-    parser.add_argument("--package", metavar="NAME", help="one recipe (vllm-pascal, pytorch-pascal, triton-pascal)")
+    parser.add_argument(
+        "--package", metavar="NAME", help="one recipe (vllm-pascal, pytorch-pascal, triton-pascal)"
+    )
     parser.add_argument(
         "--source-dir",
         action="append",
@@ -188,7 +196,9 @@ def configure_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="NAME=DIR",
         help="use a local directory, archive or git repository for source NAME (repeatable)",
     )
-    parser.add_argument("--cache-dir", type=Path, metavar="DIR", help=f"download cache (default: {default_cache_dir()})")
+    parser.add_argument(
+        "--cache-dir", type=Path, metavar="DIR", help=f"download cache (default: {default_cache_dir()})"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     parser.add_argument(
         "--allow-unreachable", action="store_true", help="exit 0 even if some sources could not be obtained"

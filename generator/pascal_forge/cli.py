@@ -10,8 +10,8 @@ from importlib import import_module
 from pathlib import Path
 
 from pascal_forge import __version__
-from pascal_forge.errors import PascalForgeError
-from pascal_forge.render import check_tree, render_tree, write_tree
+from pascal_forge.errors import PascalForgeError, StaleRecipesError
+from pascal_forge.render import check_tree, render_patch_docs, render_tree, write_tree
 from pascal_forge.spec import load_spec
 
 #: Modules that add their own sub-command through ``configure_parser(subparsers)``.
@@ -42,6 +42,23 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_docs(args: argparse.Namespace) -> int:
+    doc = render_patch_docs(load_spec(args.spec))
+    if args.check:
+        target = args.out / doc.path
+        if not target.is_file() or target.read_bytes() != doc.content:
+            raise StaleRecipesError(f"{target} is stale", "run `pascal-forge docs` and commit the result")
+        print(f"{target}: up to date")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / doc.path
+    tmp = target.with_suffix(".md.tmp")
+    tmp.write_bytes(doc.content)
+    tmp.replace(target)
+    print(f"wrote {target}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pascal-forge",
@@ -68,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, default=Path("recipes"), metavar="DIR", help="default: ./recipes")
     gen.add_argument("--check", action="store_true", help="compare with DIR instead of writing")
     gen.set_defaults(func=run_generate)
+
+    docs = sub.add_parser(
+        "docs",
+        help="write docs/patches.md from the patch metadata",
+        description="Render the patch list (why, references, proof) from the patch library's series.toml files.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  pascal-forge docs             # writes docs/patches.md\n  pascal-forge docs --check",
+    )
+    docs.add_argument("--spec", type=Path, metavar="FILE", help="TOML spec merged over the built-in one")
+    docs.add_argument("--out", type=Path, default=Path("docs"), metavar="DIR", help="default: ./docs")
+    docs.add_argument("--check", action="store_true", help="exit 7 if DIR/patches.md is stale")
+    docs.set_defaults(func=run_docs)
 
     for name in COMMAND_MODULES:
         try:

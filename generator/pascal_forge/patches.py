@@ -65,7 +65,17 @@ def patch_tool() -> str:
 def _run(tree: Path, patch: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     with patch.open("rb") as fh:
         return subprocess.run(
-            [patch_tool(), "-p1", "--fuzz=0", "--forward", "--batch", "--no-backup-if-mismatch", "-d", str(tree), *extra],
+            [
+                patch_tool(),
+                "-p1",
+                "--fuzz=0",
+                "--forward",
+                "--batch",
+                "--no-backup-if-mismatch",
+                "-d",
+                str(tree),
+                *extra,
+            ],
             stdin=fh,
             capture_output=True,
             text=True,
@@ -92,13 +102,19 @@ def apply_one(tree: Path, entry: PatchEntry) -> PatchResult:
         if reverse.returncode == 0:
             return PatchResult(entry, Outcome.ALREADY, "the change is already in this source", files)
     if _NO_FILE.search(out):
-        return PatchResult(entry, Outcome.FAILED, f"target file not found in the source ({', '.join(entry.targets)})", files)
+        return PatchResult(
+            entry, Outcome.FAILED, f"target file not found in the source ({', '.join(entry.targets)})", files
+        )
     if m := _MALFORMED.search(out):
-        return PatchResult(entry, Outcome.FAILED, f"malformed patch file {entry.path.name}: {m.group(0)}", files)
+        return PatchResult(
+            entry, Outcome.FAILED, f"malformed patch file {entry.path.name}: {m.group(0)}", files
+        )
     hunks = _hunk_failures(out)
     if hunks:
         return PatchResult(entry, Outcome.FAILED, "; ".join(hunks), files)
-    return PatchResult(entry, Outcome.FAILED, out.strip().splitlines()[-1] if out.strip() else "patch failed", files)
+    return PatchResult(
+        entry, Outcome.FAILED, out.strip().splitlines()[-1] if out.strip() else "patch failed", files
+    )
 
 
 def _hunk_failures(out: str) -> list[str]:

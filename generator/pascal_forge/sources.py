@@ -8,6 +8,7 @@ re-verified on every use: a corrupted cache is reported, never used.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -82,7 +83,9 @@ def download(source: Source, cache: Path, progress: Progress | None = None) -> P
                         if progress and total and done % (64 * CHUNK) < len(chunk):
                             progress(f"{source.name}: {done >> 20}/{total >> 20} MiB")
         except requests.RequestException as exc:
-            raise SourceError(f"cannot download {source.name} from {source.url}: {_short(exc)}", _offline_hint(source)) from exc
+            raise SourceError(
+                f"cannot download {source.name} from {source.url}: {_short(exc)}", _offline_hint(source)
+            ) from exc
         if digest.hexdigest() != source.sha256:
             raise HashMismatchError(
                 f"{source.url} has sha256 {digest.hexdigest()}, but {source.name} is pinned to {source.sha256}",
@@ -115,7 +118,9 @@ def unpack(archive: Path, dest: Path, members: tuple[str, ...] = ()) -> Path:
             with tarfile.open(archive) as tf:
                 tf.extractall(staging, filter="data")
         else:
-            raise SourceError(f"don't know how to unpack {archive.name}", "give an unpacked directory instead")
+            raise SourceError(
+                f"don't know how to unpack {archive.name}", "give an unpacked directory instead"
+            )
         entries = list(staging.iterdir())
         root = entries[0] if len(entries) == 1 and entries[0].is_dir() and not members else staging
         root.rename(dest)
@@ -127,7 +132,9 @@ def unpack(archive: Path, dest: Path, members: tuple[str, ...] = ()) -> Path:
 def git_tree(source: Source, repo: Path, dest: Path) -> Path:
     """Export the pinned commit of ``source`` from a local git repository (bare or not)."""
     git = ["git", f"--git-dir={_git_dir(repo)}"]
-    probe = subprocess.run([*git, "cat-file", "-e", f"{source.rev}^{{commit}}"], capture_output=True, check=False)
+    probe = subprocess.run(
+        [*git, "cat-file", "-e", f"{source.rev}^{{commit}}"], capture_output=True, check=False
+    )
     if probe.returncode != 0:
         raise SourceError(
             f"{repo} does not contain commit {source.rev} of {source.name}",
@@ -136,25 +143,16 @@ def git_tree(source: Source, repo: Path, dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    archive = subprocess.run([*git, "archive", "--format=tar", source.rev], capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=_BytesReader(archive), mode="r:") as tf:
+    archive = subprocess.run(
+        [*git, "archive", "--format=tar", source.rev], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tf:
         tf.extractall(dest, filter="data")
     return dest
 
 
 def _git_dir(repo: Path) -> Path:
     return repo / ".git" if (repo / ".git").exists() else repo
-
-
-class _BytesReader:
-    def __init__(self, data: bytes) -> None:
-        self._data, self._pos = data, 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size < 0 else self._pos + size
-        chunk = self._data[self._pos : end]
-        self._pos += len(chunk)
-        return chunk
 
 
 def obtain(
@@ -195,7 +193,9 @@ def _obtain_local(source: Source, local: Path, dest: Path, members: tuple[str, .
                     "pass the pinned file, or fix the pin if upstream really changed",
                 )
         unpack(local, dest, members)
-        return Obtained(source, dest, f"local archive {local.name}, sha256 verified" if source.sha256 else "local archive")
+        return Obtained(
+            source, dest, f"local archive {local.name}, sha256 verified" if source.sha256 else "local archive"
+        )
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(local, dest, symlinks=True)

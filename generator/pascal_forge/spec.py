@@ -207,7 +207,9 @@ def load_spec(path: Path | None = None) -> Spec:
             library = (path.parent / _str(user, "patch_library", origin)).resolve()
         stacks = dict(_table(base, "stacks", origin))
         for name, raw in _table(user, "stacks", origin).items():
-            stacks[name] = _extend(_as_table(raw, f"{origin}: stacks.{name}"), stacks, f"{origin}: stacks.{name}")
+            stacks[name] = _extend(
+                _as_table(raw, f"{origin}: stacks.{name}"), stacks, f"{origin}: stacks.{name}"
+            )
         base = {**base, **user, "stacks": stacks}
     return _build_spec(base, origin, library)
 
@@ -218,7 +220,9 @@ def _extend(raw: dict[str, Any], known: dict[str, Any], where: str) -> dict[str,
         return raw
     parent = raw["extends"]
     if parent not in known:
-        raise SpecError(f"{where}: extends unknown stack {parent!r}", f"use one of: {', '.join(sorted(known))}")
+        raise SpecError(
+            f"{where}: extends unknown stack {parent!r}", f"use one of: {', '.join(sorted(known))}"
+        )
     merged = {**known[parent], **{k: v for k, v in raw.items() if k != "extends"}}
     if "requirements" in raw:
         merged["requirements"] = {**known[parent].get("requirements", {}), **raw["requirements"]}
@@ -262,8 +266,31 @@ def _build_spec(data: dict[str, Any], origin: str, library: Path) -> Spec:
     return spec
 
 
-_STACK_KEYS = {"vllm", "torch", "triton", "cuda", "python", "archs", "build_number", "sources", "requirements"}
-_SOURCE_KEYS = {"recipe", "name", "pinned_by", "url", "sha256", "git", "rev", "file_name", "target", "python", "patched", "check_only"}
+_STACK_KEYS = {
+    "vllm",
+    "torch",
+    "triton",
+    "cuda",
+    "python",
+    "archs",
+    "build_number",
+    "sources",
+    "requirements",
+}
+_SOURCE_KEYS = {
+    "recipe",
+    "name",
+    "pinned_by",
+    "url",
+    "sha256",
+    "git",
+    "rev",
+    "file_name",
+    "target",
+    "python",
+    "patched",
+    "check_only",
+}
 
 
 def _build_stack(name: str, raw: dict[str, Any], where: str) -> Stack:
@@ -278,12 +305,12 @@ def _build_stack(name: str, raw: dict[str, Any], where: str) -> Stack:
         raise SpecError(
             f"{where}.cuda: CUDA {versions['cuda']} cannot be used: CUDA 13 dropped sm_6x and this channel "
             "pins CUDA 12.x",
-            "use cuda = \"12.6\" (Pascal is supported up to CUDA 12.9)",
+            'use cuda = "12.6" (Pascal is supported up to CUDA 12.9)',
         )
     pythons = tuple(_str_list(raw, "python", where))
     for py in pythons:
         if not _PY.match(py):
-            raise SpecError(f"{where}.python: {py!r} is not a Python minor version", "use e.g. \"3.12\"")
+            raise SpecError(f"{where}.python: {py!r} is not a Python minor version", 'use e.g. "3.12"')
     archs = tuple(_str_list(raw, "archs", where))
     for arch in archs:
         if arch not in PASCAL_ARCHS:
@@ -395,7 +422,9 @@ def _check_match_spec(spec: str, where: str) -> None:
     try:
         rattler.MatchSpec(spec, strict=True)
     except Exception as exc:  # rattler raises its own InvalidMatchSpecError
-        raise SpecError(f"{where}: {spec!r} is not a valid conda match spec: {exc}", "e.g. \"pkg ==1.2.3\"") from exc
+        raise SpecError(
+            f"{where}: {spec!r} is not a valid conda match spec: {exc}", 'e.g. "pkg ==1.2.3"'
+        ) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,12 +463,12 @@ def _build_patch(raw: dict[str, Any], upstream: str, library: Path, order: int, 
     def text(key: str) -> str:
         value = raw.get(key)
         if not isinstance(value, str) or not value.strip():
-            raise PatchLibraryError(f"{where}: '{key}' must be a non-empty string", f"add {key} = \"...\"")
+            raise PatchLibraryError(f"{where}: '{key}' must be a non-empty string", f'add {key} = "..."')
         return value
 
     pid = text("id")
     if not _ID.match(pid):
-        raise PatchLibraryError(f"{where}: id {pid!r} must be kebab-case", "e.g. id = \"cmake-pascal-archs\"")
+        raise PatchLibraryError(f"{where}: id {pid!r} must be kebab-case", 'e.g. id = "cmake-pascal-archs"')
     folder = (library / upstream).resolve()
     path = (folder / text("file")).resolve()
     if not path.is_relative_to(folder):
@@ -448,11 +477,15 @@ def _build_patch(raw: dict[str, Any], upstream: str, library: Path, order: int, 
             "keep patch files inside the library folder of their package",
         )
     if not path.is_file():
-        raise PatchLibraryError(f"{where} ({pid}): patch file {path} is missing", "add the file or fix 'file'")
+        raise PatchLibraryError(
+            f"{where} ({pid}): patch file {path} is missing", "add the file or fix 'file'"
+        )
     try:
         SpecifierSet(text("versions"))
     except InvalidSpecifier as exc:
-        raise PatchLibraryError(f"{where} ({pid}): bad versions {raw['versions']!r}", "e.g. \"==0.8.5\"") from exc
+        raise PatchLibraryError(
+            f"{where} ({pid}): bad versions {raw['versions']!r}", 'e.g. "==0.8.5"'
+        ) from exc
     targets = raw.get("targets", [])
     refs = raw.get("references", [])
     if not targets or not all(isinstance(t, str) for t in targets):
@@ -496,12 +529,12 @@ def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
 def _str(raw: dict[str, Any], key: str, where: str) -> str:
     value = raw.get(key)
     if not isinstance(value, str) or not value:
-        raise SpecError(f"{where}: '{key}' must be a non-empty string", f"set {key} = \"...\"")
+        raise SpecError(f"{where}: '{key}' must be a non-empty string", f'set {key} = "..."')
     return value
 
 
 def _str_list(raw: dict[str, Any], key: str, where: str) -> list[str]:
     value = raw.get(key)
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise SpecError(f"{where}: '{key}' must be a non-empty list of strings", f"set {key} = [\"...\"]")
+        raise SpecError(f"{where}: '{key}' must be a non-empty list of strings", f'set {key} = ["..."]')
     return value

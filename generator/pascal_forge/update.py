@@ -39,12 +39,12 @@ def grayskull_mapping() -> tuple[dict[str, str], str]:
             "grayskull is not installed; its PyPI->conda name mapping is needed to derive requirements",
             "pip install 'pascal-forge[update]' (or: pip install --no-deps grayskull)",
         ) from exc
-    import yaml  # noqa: PLC0415 - only the update step needs PyYAML
+    import yaml
 
     path = Path(str(dist.locate_file("grayskull/strategy/config.yaml")))
     table: dict[str, Any] = yaml.safe_load(path.read_text("utf-8"))
-    mapping = {
-        canonicalize_name(k): v["conda_forge"]
+    mapping: dict[str, str] = {
+        str(canonicalize_name(k)): str(v["conda_forge"])
         for k, v in table.items()
         if isinstance(v, dict) and v.get("conda_forge")
     }
@@ -103,8 +103,8 @@ def map_requirements(
 def _marker_true(req: Requirement, python: str) -> bool:
     if req.marker is None:
         return True
-    env = {
-        **default_environment(),
+    env: dict[str, str] = {
+        **dict(default_environment()),  # type: ignore[arg-type]
         "python_version": python,
         "python_full_version": f"{python}.0",
         "platform_system": "Linux",
@@ -128,6 +128,8 @@ def _conda_spec(name: str, specifier: str) -> str:
 def as_dependencies(mapped: list[MappedRequirement]) -> tuple[Dependency, ...]:
     deps = []
     for m in mapped:
-        note = f"pypi {m.pypi}" + (f" (extras dropped: {', '.join(m.dropped_extras)})" if m.dropped_extras else "")
+        note = f"pypi {m.pypi}" + (
+            f" (extras dropped: {', '.join(m.dropped_extras)})" if m.dropped_extras else ""
+        )
         deps.append(Dependency(m.spec, m.python, note))
     return tuple(deps)
