@@ -211,3 +211,25 @@ def test_broken_patch_in_a_library_reports_the_hunk(
     assert code == 4
     assert "fails at hunk 1 of torch/utils/_triton.py" in captured.out
     assert "Traceback" not in captured.err
+
+
+@pytest.mark.integration
+def test_wrong_pin_in_the_spec_fails_naming_the_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pascal_forge.spec import builtin_spec_text
+
+    good = "c7e04d1046304397b4580334038b558fe491af155fdea508224f140172cf9a82"
+    bad = "0" * 64
+    spec = tmp_path / "spec.toml"
+    text = builtin_spec_text()
+    assert good in text
+    spec.write_text(text.replace(good, bad))
+    code = main(
+        ["check", "--spec", str(spec), "--package", "vllm-pascal", "--cache-dir", str(tmp_path / "cache")]
+    )
+    err = capsys.readouterr().err
+    assert code == 6
+    assert "vllm-0.8.5.tar.gz has sha256 " + good in err
+    assert "pinned to " + bad in err
+    assert not list((tmp_path / "cache").rglob("vllm-0.8.5.tar.gz"))  # nothing unverified kept

@@ -163,3 +163,24 @@ def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[st
             main([command, "--help"])
         assert info.value.code == 0
         assert "example" in capsys.readouterr().out
+
+
+def test_unknown_version_and_package_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "recipes"
+    main(["generate", "--out", str(out)])
+    before = tree_digest(out)
+    assert main(["generate", "--vllm", "0.9.2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "vllm 0.9.2 is not in any stack" in err
+    assert "next:" in err
+    spec = tmp_path / "bad.toml"
+    spec.write_text(
+        '[stacks.x]\nextends = "vllm-0.8.5"\n[[stacks.x.sources]]\nrecipe = "tensorflow"\nname = "t"\n'
+        'url = "https://e.org/t.tar.gz"\nsha256 = "' + "0" * 64 + '"\npinned_by = "me"\n'
+    )
+    assert main(["generate", "--spec", str(spec), "--out", str(out)]) == 2
+    assert "unknown package 'tensorflow'" in capsys.readouterr().err
+    assert tree_digest(out) == before
+    assert main(["generate", "--vllm", "0.8.5", "--out", str(out)]) == 0

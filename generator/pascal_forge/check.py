@@ -142,8 +142,10 @@ def parse_source_dirs(values: list[str]) -> dict[str, Path]:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from pascal_forge.cli import selected_stack
+
     spec = load_spec(args.spec)
-    stack = spec.stack(args.stack)
+    stack = spec.stack(selected_stack(spec, args))
     recipes = [recipe_kind(args.package).recipe] if args.package else [k.recipe for k in RECIPES]
     local = parse_source_dirs(args.source_dir)
     known = {s.name for s in stack.sources}
@@ -184,8 +186,9 @@ def configure_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "  pascal-forge check --allow-unreachable --json > check.json"
         ),
     )
-    parser.add_argument("--spec", type=Path, metavar="FILE", help="TOML spec merged over the built-in one")
-    parser.add_argument("--stack", metavar="NAME", help="stack to check (default: the spec's default)")
+    from pascal_forge.cli import _spec_option
+
+    _spec_option(parser)
     parser.add_argument(
         "--package", metavar="NAME", help="one recipe (vllm-pascal, pytorch-pascal, triton-pascal)"
     )

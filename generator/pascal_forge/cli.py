@@ -12,28 +12,37 @@ from pathlib import Path
 from pascal_forge import __version__
 from pascal_forge.errors import PascalForgeError, StaleRecipesError
 from pascal_forge.render import check_tree, render_patch_docs, render_tree, write_tree
-from pascal_forge.spec import load_spec
+from pascal_forge.spec import Spec, load_spec
 
 #: Modules that add their own sub-command through ``configure_parser(subparsers)``.
-COMMAND_MODULES = ("pascal_forge.check",)
+COMMAND_MODULES = ("pascal_forge.check", "pascal_forge.update")
 
 
 def _spec_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", type=Path, metavar="FILE", help="TOML spec merged over the built-in one")
-    parser.add_argument("--stack", metavar="NAME", help="stack to use (default: the spec's default_stack)")
+    choose = parser.add_mutually_exclusive_group()
+    choose.add_argument("--stack", metavar="NAME", help="stack to use (default: the spec's default_stack)")
+    choose.add_argument("--vllm", metavar="VERSION", help="use the stack that pins this vLLM version")
+
+
+def selected_stack(spec: Spec, args: argparse.Namespace) -> str:
+    """The stack name picked by --stack / --vllm (the spec's default if neither)."""
+    if getattr(args, "vllm", None):
+        return spec.stack_for("vllm", args.vllm).name
+    return spec.stack(getattr(args, "stack", None)).name
 
 
 def run_generate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     spec = load_spec(args.spec)
-    files = render_tree(spec, args.stack)
+    stack = spec.stack(selected_stack(spec, args))
+    files = render_tree(spec, stack.name)
     out: Path = args.out
     if args.check:
         check_tree(files, out)
         print(f"{out}: up to date ({len(files)} files)")
         return 0
     write_tree(files, out)
-    stack = spec.stack(args.stack)
     print(
         f"wrote {len(files)} files to {out} for stack {stack.name} "
         f"(vllm {stack.vllm}, torch {stack.torch}, triton {stack.triton}, CUDA {stack.cuda}) "

@@ -186,6 +186,10 @@ def builtin_spec_text() -> str:
     return resources.files("pascal_forge").joinpath("data/default-spec.toml").read_text("utf-8")
 
 
+def builtin_spec_path() -> Path:
+    return Path(str(resources.files("pascal_forge").joinpath("data/default-spec.toml")))
+
+
 def builtin_patch_library() -> Path:
     return Path(str(resources.files("pascal_forge").joinpath("patchlib")))
 

@@ -133,3 +133,80 @@ def as_dependencies(mapped: list[MappedRequirement]) -> tuple[Dependency, ...]:
         )
         deps.append(Dependency(m.spec, m.python, note))
     return tuple(deps)
+
+
+# --------------------------------------------------------------------------------------------
+# `pascal-forge derive-requirements`: rewrite the derived block of the built-in spec.
+
+BEGIN_MARK = "# BEGIN derived"
+END_MARK = "# END derived"
+
+
+def derived_block(stack_vllm: str, torch: str, triton: str, pythons: tuple[str, ...], tree: Path) -> str:
+    """The spec text between the markers (markers included) for vllm-pascal's run requirements."""
+    mapping, gs_version = grayskull_mapping()
+    lines = read_requirement_files(tree, ("cuda.txt",))
+    mapped = map_requirements(lines, pythons, mapping, {"torch": f"pytorch =={torch} *pascal*"})
+    out = [
+        f"{BEGIN_MARK}: vLLM {stack_vllm} requirements/cuda.txt (+ common.txt) mapped with grayskull {gs_version}'s",
+        "# PyPI->conda table for linux-64; regenerate with `pascal-forge derive-requirements --write`.",
+        "run = [",
+        '  "python",',
+        f'  {{ spec = "triton =={triton} *pascal*", note = "the Pascal triton build; stock triton cannot lower fp16 tl.dot for sm_6x" }},',
+        '  "cuda-version >=12.0,<13",',
+        '  "__cuda",',
+    ]
+    for m in mapped:
+        extra = f', python = "{m.python}"' if m.python else ""
+        note = f"pypi {m.pypi}" + (
+            f"[{','.join(m.dropped_extras)}], extras have no conda equivalent" if m.dropped_extras else ""
+        )
+        out.append(f'  {{ spec = "{m.spec}"{extra}, note = "{note}" }},')
+    out += ["]", END_MARK]
+    return "\n".join(out)
+
+
+def replace_block(text: str, block: str, origin: str) -> str:
+    start = text.find(BEGIN_MARK)
+    end = text.find(END_MARK)
+    if start < 0 or end < start:
+        raise SpecError(f"{origin}: no '{BEGIN_MARK}' ... '{END_MARK}' block", "restore the markers")
+    return text[:start] + block + text[end + len(END_MARK) :]
+
+
+def run_derive(args: Any) -> int:
+    from pascal_forge.sources import default_cache_dir, obtain
+    from pascal_forge.spec import builtin_spec_path, load_spec
+
+    stack = load_spec().stack(args.stack)
+    (vllm,) = [s for s in stack.sources_for("vllm-pascal") if s.patched]
+    tree = obtain(vllm, args.cache_dir or default_cache_dir()).tree
+    block = derived_block(stack.vllm, stack.torch, stack.triton, stack.python, tree)
+    if not args.write:
+        print(block)
+        return 0
+    path = builtin_spec_path()
+    new = replace_block(path.read_text("utf-8"), block, str(path))
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(new, "utf-8")
+    tmp.replace(path)
+    print(f"updated {path}")
+    return 0
+
+
+def configure_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "derive-requirements",
+        help="derive vllm-pascal's run requirements from vLLM's requirement files",
+        description=__doc__,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  pascal-forge derive-requirements            # print the derived TOML block\n"
+            "  pascal-forge derive-requirements --write    # rewrite it in the built-in spec"
+        ),
+    )
+    parser.add_argument("--stack", metavar="NAME", help="stack (default: the built-in default)")
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="download cache")
+    parser.add_argument("--write", action="store_true", help="rewrite the block in the built-in spec file")
+    parser.set_defaults(func=run_derive)
