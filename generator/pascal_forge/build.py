@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from rattler_build.render import RenderConfig
-from rattler_build.tool_config import PlatformConfig
 from rattler_build.stage0 import Stage0Recipe
+from rattler_build.tool_config import PlatformConfig
 from rattler_build.variant_config import VariantConfig
 
 from pascal_forge.errors import RenderError
