@@ -233,3 +233,31 @@ def test_wrong_pin_in_the_spec_fails_naming_the_url(
     assert "vllm-0.8.5.tar.gz has sha256 " + good in err
     assert "pinned to " + bad in err
     assert not list((tmp_path / "cache").rglob("vllm-0.8.5.tar.gz"))  # nothing unverified kept
+
+
+def test_conda_artifact_unpacks_to_site_packages(tmp_path: Path) -> None:
+    """The overlay's upstream is a .conda (zip + tar.zst); its patches target site-packages paths."""
+    import io
+    import tarfile
+    import zipfile
+
+    import zstandard
+
+    from pascal_forge.sources import unpack
+
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w") as tf:
+        data = b"def has_triton():\n    return True\n"
+        info = tarfile.TarInfo("lib/python3.12/site-packages/torch/utils/_triton.py")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    artifact = tmp_path / "pytorch-2.6.0-x_300.conda"
+    with zipfile.ZipFile(artifact, "w") as zf:
+        zf.writestr("metadata.json", "{}")
+        zf.writestr("info-pytorch-2.6.0-x_300.tar.zst", zstandard.ZstdCompressor().compress(b""))
+        zf.writestr(
+            "pkg-pytorch-2.6.0-x_300.tar.zst", zstandard.ZstdCompressor().compress(payload.getvalue())
+        )
+    tree = unpack(artifact, tmp_path / "tree")
+    assert (tree / "torch" / "utils" / "_triton.py").read_text().startswith("def has_triton")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pytorch-2.6.0-x_300.conda", "tree"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import requests
+import zstandard
 
 from pascal_forge.errors import HashMismatchError, SourceError
 from pascal_forge.spec import Source
@@ -97,15 +98,36 @@ def download(source: Source, cache: Path, progress: Progress | None = None) -> P
     return dest
 
 
-def unpack(archive: Path, dest: Path, members: tuple[str, ...] = ()) -> Path:
-    """Unpack a .tar.* or a .whl/.zip into ``dest``, dropping a single top-level folder.
+def _unpack_conda(archive: Path, staging: Path) -> Path:
+    """A .conda package's files; returns its site-packages folder (what overlay patches target)."""
+    with zipfile.ZipFile(archive) as zf:
+        (pkg,) = [n for n in zf.namelist() if n.startswith("pkg-") and n.endswith(".tar.zst")]
+        with (
+            zf.open(pkg) as raw,
+            zstandard.ZstdDecompressor().stream_reader(raw) as zst,
+            tarfile.open(fileobj=zst, mode="r|") as tf,
+        ):
+            tf.extractall(staging, filter="data")
+    site = sorted(staging.glob("lib/python3.*/site-packages"))
+    if len(site) != 1:
+        raise SourceError(f"{archive.name}: expected one lib/python3.*/site-packages, found {len(site)}", "")
+    return site[0]
 
-    For wheels only ``members`` are extracted (a torch wheel is ~800 MB; patches touch two files).
+
+def unpack(archive: Path, dest: Path, members: tuple[str, ...] = ()) -> Path:
+    """Unpack a .tar.*, a .whl/.zip or a .conda into ``dest``, dropping a single top-level folder.
+
+    For wheels only ``members`` are extracted (a torch wheel is ~800 MB; patches touch two files);
+    for .conda packages ``dest`` becomes the package's site-packages folder.
     """
     if dest.exists():
         shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:
+        if archive.name.endswith(".conda"):
+            _unpack_conda(archive, staging).rename(dest)
+            return dest
         if archive.name.endswith((".whl", ".zip")):
             with zipfile.ZipFile(archive) as zf:
                 names = [n for n in zf.namelist() if not members or n in members]
