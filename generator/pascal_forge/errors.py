@@ -100,3 +100,10 @@ class CompileError(PascalForgeError):
 
     exit_code = 10
     code = "compile-failed"
+
+
+class CMakeEvalError(PascalForgeError):
+    """vLLM's CMake text uses a construct the arch evaluator does not model, or is malformed."""
+
+    exit_code = 11
+    code = "cmake-unsupported"

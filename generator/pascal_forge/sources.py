@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import requests
-import zstandard
 
 from pascal_forge.errors import HashMismatchError, SourceError
 from pascal_forge.spec import Source
@@ -30,6 +29,9 @@ Progress = Callable[[str], None]
 
 
 def default_cache_dir() -> Path:
+    """$PASCAL_FORGE_CACHE, else $XDG_CACHE_HOME/pascal-forge, else ~/.cache/pascal-forge."""
+    if env := os.environ.get("PASCAL_FORGE_CACHE"):
+        return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "pascal-forge"
 
@@ -100,6 +102,8 @@ def download(source: Source, cache: Path, progress: Progress | None = None) -> P
 
 def _unpack_conda(archive: Path, staging: Path) -> Path:
     """A .conda package's files; returns its site-packages folder (what overlay patches target)."""
+    import zstandard  # lazy: only .conda sources need it
+
     with zipfile.ZipFile(archive) as zf:
         (pkg,) = [n for n in zf.namelist() if n.startswith("pkg-") and n.endswith(".tar.zst")]
         with (

@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import rattler
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -423,6 +422,8 @@ def _check_match_spec(spec: str, where: str) -> None:
     kind, _, arg = spec.partition(":")
     if kind in {"compiler", "stdlib"} and arg.isidentifier():
         return
+    import rattler  # lazy: keeps `import pascal_forge.spec` light (verify-cuda runs on bare hosts)
+
     try:
         rattler.MatchSpec(spec, strict=True)
     except Exception as exc:  # rattler raises its own InvalidMatchSpecError
@@ -437,11 +438,14 @@ def _check_match_spec(spec: str, where: str) -> None:
 _PATCH_KEYS = {"id", "file", "versions", "targets", "reason", "references", "proof"}
 
 
-def load_patch_library(library: Path) -> tuple[PatchEntry, ...]:
+def load_patch_library(
+    library: Path, folders: tuple[str, ...] = ("triton", "torch", "vllm")
+) -> tuple[PatchEntry, ...]:
+    """Every patch of ``library``; each folder (an upstream name) has a series.toml in apply order."""
     if not library.is_dir():
         raise PatchLibraryError(f"patch library {library} does not exist", "check patch_library in your spec")
     entries: list[PatchEntry] = []
-    for upstream in ("triton", "torch", "vllm"):
+    for upstream in folders:
         series = library / upstream / "series.toml"
         if not series.is_file():
             # A missing series must never mean "apply nothing" silently (pascal-pkgs-ci shipped
