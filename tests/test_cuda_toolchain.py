@@ -91,3 +91,16 @@ def test_tree_digest_is_stable(tmp_path: Path) -> None:
     first = cuda.tree_sha256(tmp_path, ["include/"])
     (tmp_path / "include" / "a" / "b.h").write_text("y")
     assert cuda.tree_sha256(tmp_path, ["include/"]) != first
+
+
+def test_toolchain_pins_agree_with_the_spec() -> None:
+    """The CUDA check compiles against the same upstream pins the recipes use (one source of truth)."""
+    from pascal_forge.spec import load_spec
+
+    pins = cuda.load_pins()
+    stack = load_spec().stack()
+    by_name = {s.name: s for s in stack.sources}
+    assert pins.cutlass.commit == by_name["cutlass"].rev
+    torch = next(w for w in pins.wheels if w.name == "torch")
+    assert torch.version == stack.torch
+    assert (torch.url, torch.sha256) == (by_name["torch-pypi-wheel"].url, by_name["torch-pypi-wheel"].sha256)
