@@ -41,3 +41,20 @@ export TRITON_CUPTI_LIB_PATH="${PREFIX}/lib"
 export MAX_JOBS="${jobs}"
 cd "${SRC_DIR}/python"
 "${PYTHON}" -m pip install . --no-deps --no-build-isolation -vv
+
+# ---- 3. tools and headers for the runtime ----------------------------------------------------
+# Triton 3.2.0 looks for ptxas/cuobjdump/nvdisasm and cuda.h only next to its NVIDIA backend (or in
+# TRITON_*_PATH); an offline build copies none there. Link them to the conda packages of the run
+# requirements, relatively, so the package stays relocatable and works without env activation.
+nv="${SP_DIR}/triton/backends/nvidia"
+mkdir -p "${nv}/bin"
+for tool in ptxas cuobjdump nvdisasm; do
+  test -x "${PREFIX}/bin/${tool}"
+  rm -f "${nv}/bin/${tool}"
+  ln -s "$(realpath -m --relative-to="${nv}/bin" "${PREFIX}/bin/${tool}")" "${nv}/bin/${tool}"
+done
+if [ ! -e "${nv}/include/cuda.h" ]; then
+  test -e "${PREFIX}/targets/x86_64-linux/include/cuda.h"
+  rm -rf "${nv}/include"
+  ln -s "$(realpath -m --relative-to="${nv}" "${PREFIX}/targets/x86_64-linux/include")" "${nv}/include"
+fi
