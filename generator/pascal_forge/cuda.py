@@ -48,7 +48,7 @@ from pascal_forge.errors import (
     ToolchainError,
 )
 from pascal_forge.patches import apply_series
-from pascal_forge.sources import default_cache_dir, obtain
+from pascal_forge.sources import default_cache_dir, fetch_verified, obtain
 from pascal_forge.spec import PatchEntry, load_patch_library, load_spec
 
 ATOMIC_ADD_ERROR = 'no instance of overloaded function "atomicAdd" matches the argument list'
@@ -145,47 +145,18 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(urls: Sequence[str], dest: Path, sha256: str, size: int | None = None) -> Path:
-    """Fetch the first URL that works into dest (atomically) and check its sha256; reuse a good copy."""
-    if dest.exists() and sha256_file(dest) == sha256:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    errors: list[str] = []
-    for url in urls:
-        part = dest.with_name(dest.name + ".part")
-        try:
-            with requests.get(url, stream=True, timeout=_TIMEOUT) as r:
-                r.raise_for_status()
-                h = hashlib.sha256()
-                with part.open("wb") as f:
-                    for block in r.iter_content(_CHUNK):
-                        f.write(block)
-                        h.update(block)
-        except requests.RequestException as exc:
-            errors.append(f"{url}: {exc}")
-            continue
-        if h.hexdigest() != sha256:
-            part.unlink()
-            raise HashMismatchError(
-                f"{dest.name} from {url} has sha256 {h.hexdigest()}, pinned {sha256}",
-                "the upstream file changed or the download was tampered with; do not use it",
-            )
-        if size is not None and part.stat().st_size != size:
-            raise HashMismatchError(f"{dest.name}: size {part.stat().st_size}, pinned {size}")
-        part.replace(dest)
-        return dest
-    raise SourceError(
-        f"could not download {dest.name}: " + "; ".join(errors),
-        "check network access to the URLs above, or copy the file into " + str(dest.parent),
+    """Fetch the first URL that works into dest (atomically), checked against its sha256 and size."""
+    fetch_verified(
+        urls,
+        dest,
+        sha256,
+        dest.name,
+        f"check network access to {urls[0]}, or copy the file into {dest.parent}",
     )
+    if size is not None and dest.stat().st_size != size:
+        raise HashMismatchError(f"{dest.name}: size {dest.stat().st_size}, pinned {size}")
+    return dest
 
 
 class RangeFile(io.RawIOBase):
@@ -799,7 +770,10 @@ def run_verify_cuda(args: argparse.Namespace) -> int:
             return 0
         selected = {j.source for j in jobs}
         if any(
-            cmake_archs.CUTLASS_PLACEHOLDER in d for u in sel.units if u.source in selected for d in u.include_dirs
+            cmake_archs.CUTLASS_PLACEHOLDER in d
+            for u in sel.units
+            if u.source in selected
+            for d in u.include_dirs
         ):
             ensure_cutlass(tc, pins.cutlass, cache, args.cutlass_src)
         control: list[Job] = []

@@ -15,7 +15,7 @@ import subprocess
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -57,47 +57,65 @@ def file_name(source: Source) -> str:
     return source.file_name or PurePosixPath(source.url.split("?", 1)[0]).name
 
 
-def download(source: Source, cache: Path, progress: Progress | None = None) -> Path:
-    """The verified file of a url source, from the cache or downloaded into it."""
-    dest = cache / "downloads" / source.sha256[:2] / file_name(source)
+def fetch_verified(
+    urls: Sequence[str],
+    dest: Path,
+    sha256: str,
+    name: str,
+    offline_hint: str,
+    progress: Progress | None = None,
+) -> Path:
+    """``dest``, verified against ``sha256``: the cached copy, or the first of ``urls`` that answers.
+
+    The download goes to a temporary name beside ``dest`` and is renamed only once its hash matched;
+    a cached copy that no longer matches is an error naming the file, never silently used or replaced.
+    """
     if dest.exists():
         actual = sha256_of(dest)
-        if actual != source.sha256:
+        if actual != sha256:
             raise HashMismatchError(
-                f"cached file {dest} has sha256 {actual}, but {source.name} is pinned to {source.sha256}",
+                f"cached file {dest} has sha256 {actual}, but {name} is pinned to {sha256}",
                 f"delete {dest} and run again; if a fresh download also differs, the pin or the upstream file changed",
             )
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
+    errors: list[str] = []
+    for url in urls:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        tmp = Path(tmp_name)
         try:
-            with requests.get(source.url, stream=True, timeout=60) as resp:
-                resp.raise_for_status()
-                total = int(resp.headers.get("content-length", 0))
-                done = 0
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in resp.iter_content(CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress and total and done % (64 * CHUNK) < len(chunk):
-                            progress(f"{source.name}: {done >> 20}/{total >> 20} MiB")
-        except requests.RequestException as exc:
-            raise SourceError(
-                f"cannot download {source.name} from {source.url}: {_short(exc)}", _offline_hint(source)
-            ) from exc
-        if digest.hexdigest() != source.sha256:
-            raise HashMismatchError(
-                f"{source.url} has sha256 {digest.hexdigest()}, but {source.name} is pinned to {source.sha256}",
-                "the upstream file changed or the pin is wrong: check the pin's citation (pinned_by) before updating it",
-            )
-        tmp.replace(dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+            digest = hashlib.sha256()
+            try:
+                with requests.get(url, stream=True, timeout=60) as resp:
+                    resp.raise_for_status()
+                    total = int(resp.headers.get("content-length", 0))
+                    done = 0
+                    with os.fdopen(fd, "wb") as out:
+                        for chunk in resp.iter_content(CHUNK):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            done += len(chunk)
+                            if progress and total and done % (64 * CHUNK) < len(chunk):
+                                progress(f"{name}: {done >> 20}/{total >> 20} MiB")
+            except requests.RequestException as exc:
+                errors.append(f"{url}: {_short(exc)}")
+                continue
+            if digest.hexdigest() != sha256:
+                raise HashMismatchError(
+                    f"{url} has sha256 {digest.hexdigest()}, but {name} is pinned to {sha256}",
+                    "the upstream file changed or the pin is wrong: check the pin's citation before updating it",
+                )
+            tmp.replace(dest)
+            return dest
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise SourceError(f"cannot download {name}: " + "; ".join(errors), offline_hint)
+
+
+def download(source: Source, cache: Path, progress: Progress | None = None) -> Path:
+    """The verified file of a url source, from the cache or downloaded into it."""
+    dest = cache / "downloads" / source.sha256[:2] / file_name(source)
+    return fetch_verified([source.url], dest, source.sha256, source.name, _offline_hint(source), progress)
 
 
 def _unpack_conda(archive: Path, staging: Path) -> Path:
