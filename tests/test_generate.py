@@ -184,3 +184,33 @@ def test_unknown_version_and_package_are_clear_errors(
     assert "unknown package 'tensorflow'" in capsys.readouterr().err
     assert tree_digest(out) == before
     assert main(["generate", "--vllm", "0.8.5", "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize("breakage", ["missing", "outside"])
+def test_broken_patch_library_leaves_recipes_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], breakage: str
+) -> None:
+    import shutil
+
+    from pascal_forge.spec import builtin_patch_library
+
+    out = tmp_path / "recipes"
+    main(["generate", "--out", str(out)])
+    before = tree_digest(out)
+    lib = tmp_path / "lib"
+    shutil.copytree(builtin_patch_library(), lib)
+    victim = sorted((lib / "vllm").glob("0003-*.patch"))[0]
+    if breakage == "missing":
+        victim.unlink()
+        needle = f"{victim.name} is missing"
+    else:
+        series = lib / "vllm" / "series.toml"
+        series.write_text(series.read_text().replace(f'file = "{victim.name}"', 'file = "../../../etc/passwd"'))
+        needle = "points outside the patch library"
+    spec = tmp_path / "spec.toml"
+    spec.write_text('patch_library = "lib"\n')
+    assert main(["generate", "--spec", str(spec), "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "error[patch-library]" in err
+    assert tree_digest(out) == before
