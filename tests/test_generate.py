@@ -205,7 +205,9 @@ def test_broken_patch_library_leaves_recipes_untouched(
         needle = f"{victim.name} is missing"
     else:
         series = lib / "vllm" / "series.toml"
-        series.write_text(series.read_text().replace(f'file = "{victim.name}"', 'file = "../../../etc/passwd"'))
+        series.write_text(
+            series.read_text().replace(f'file = "{victim.name}"', 'file = "../../../etc/passwd"')
+        )
         needle = "points outside the patch library"
     spec = tmp_path / "spec.toml"
     spec.write_text('patch_library = "lib"\n')
