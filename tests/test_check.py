@@ -111,7 +111,7 @@ def test_vllm_series_applies_with_gnu_patch_dry_run_in_order(tmp_path: Path) -> 
 
     spec = load_spec()
     stack = spec.stack()
-    (vllm,) = [s for s in stack.sources_for("vllm-pascal") if s.patched]
+    vllm = stack.patched_source("vllm-pascal")
     src = obtain(vllm, default_cache_dir()).tree
     work = tmp_path / "vllm"
     shutil.copytree(src, work)

@@ -92,7 +92,7 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The pristine sdist and a copy with the whole vLLM series applied in order, without fuzz."""
     spec = load_spec()
     stack = spec.stack()
-    (vllm,) = [s for s in stack.sources_for("vllm-pascal") if s.patched]
+    vllm = stack.patched_source("vllm-pascal")
     obtained = obtain(vllm, default_cache_dir())
     pristine = tmp_path_factory.mktemp("pristine") / "vllm-0.8.5"
     patched = tmp_path_factory.mktemp("patched") / "vllm-0.8.5"

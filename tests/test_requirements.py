@@ -13,7 +13,7 @@ from pascal_forge.update import derived_block, map_requirements, replace_block
 def test_committed_run_requirements_match_the_sdist() -> None:
     """The derived block in the built-in spec equals a fresh derivation from the pinned sdist."""
     stack = load_spec().stack()
-    (vllm,) = [s for s in stack.sources_for("vllm-pascal") if s.patched]
+    vllm = stack.patched_source("vllm-pascal")
     tree = obtain(vllm, default_cache_dir()).tree
     block = derived_block(stack.vllm, stack.torch, stack.triton, stack.python, tree)
     text = builtin_spec_path().read_text("utf-8")

@@ -501,17 +501,15 @@ def apply_vllm_series(tree: Path, series: Sequence[PatchEntry]) -> list[str]:
 
 def unpack_vllm(cache: Path, dest: Path, vllm_src: Path | None) -> tuple[Path, str]:
     """A pristine vLLM tree at dest (from --vllm-src or the spec's pinned sdist) and its version."""
-    version = load_spec().stack().vllm if vllm_src is None else "(--vllm-src)"
     if vllm_src is not None:
         if not (vllm_src / "CMakeLists.txt").is_file():
             raise SourceError(
                 f"{vllm_src} has no CMakeLists.txt", "pass the root of an unpacked vLLM 0.8.5 sdist"
             )
         shutil.copytree(vllm_src, dest, symlinks=True)
-        return dest, version
+        return dest, "(--vllm-src)"
     stack = load_spec().stack()
-    (source,) = [s for s in stack.sources_for("vllm-pascal") if s.patched]
-    shutil.copytree(obtain(source, cache).tree, dest, symlinks=True)
+    shutil.copytree(obtain(stack.patched_source("vllm-pascal"), cache).tree, dest, symlinks=True)
     return dest, stack.vllm
 
 

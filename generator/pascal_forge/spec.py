@@ -117,6 +117,11 @@ class Stack:
         """The sources a recipe downloads (check-only copies excluded)."""
         return tuple(s for s in self.sources if s.recipe == recipe and not s.check_only)
 
+    def patched_source(self, recipe: str) -> Source:
+        """The one source a recipe's patch series applies to (vllm's sdist, triton's repository)."""
+        (source,) = [s for s in self.sources_for(recipe) if s.patched]
+        return source
+
     def check_sources_for(self, recipe: str) -> tuple[Source, ...]:
         """Sources the patch series can be proven on: the patched ones, then check-only copies."""
         mine = [s for s in self.sources if s.recipe == recipe]
@@ -181,12 +186,12 @@ class Spec:
 # Loading and validation
 
 
-def builtin_spec_text() -> str:
-    return resources.files("pascal_forge").joinpath("data/default-spec.toml").read_text("utf-8")
-
-
 def builtin_spec_path() -> Path:
     return Path(str(resources.files("pascal_forge").joinpath("data/default-spec.toml")))
+
+
+def builtin_spec_text() -> str:
+    return builtin_spec_path().read_text("utf-8")
 
 
 def builtin_patch_library() -> Path:

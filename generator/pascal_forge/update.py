@@ -8,6 +8,7 @@ Python of the stack, with names mapped to conda-forge through grayskull's mainta
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,6 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from pascal_forge.errors import SourceError, SpecError
-from pascal_forge.spec import Dependency
 
 
 @dataclass(frozen=True)
@@ -125,16 +125,6 @@ def _conda_spec(name: str, specifier: str) -> str:
     return f"{name} {','.join(parts)}"
 
 
-def as_dependencies(mapped: list[MappedRequirement]) -> tuple[Dependency, ...]:
-    deps = []
-    for m in mapped:
-        note = f"pypi {m.pypi}" + (
-            f" (extras dropped: {', '.join(m.dropped_extras)})" if m.dropped_extras else ""
-        )
-        deps.append(Dependency(m.spec, m.python, note))
-    return tuple(deps)
-
-
 # --------------------------------------------------------------------------------------------
 # `pascal-forge derive-requirements`: rewrite the derived block of the built-in spec.
 
@@ -179,7 +169,7 @@ def run_derive(args: Any) -> int:
     from pascal_forge.spec import builtin_spec_path, load_spec
 
     stack = load_spec().stack(args.stack)
-    (vllm,) = [s for s in stack.sources_for("vllm-pascal") if s.patched]
+    vllm = stack.patched_source("vllm-pascal")
     tree = obtain(vllm, args.cache_dir or default_cache_dir()).tree
     block = derived_block(stack.vllm, stack.torch, stack.triton, stack.python, tree)
     if not args.write:
@@ -199,7 +189,7 @@ def configure_parser(sub: Any) -> None:
         "derive-requirements",
         help="derive vllm-pascal's run requirements from vLLM's requirement files",
         description=__doc__,
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "examples:\n"
             "  pascal-forge derive-requirements            # print the derived TOML block\n"
