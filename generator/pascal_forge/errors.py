@@ -107,3 +107,45 @@ class CMakeEvalError(PascalForgeError):
 
     exit_code = 11
     code = "cmake-unsupported"
+
+
+class ChannelError(PascalForgeError):
+    """The local channel cannot be read, indexed or changed."""
+
+    exit_code = 12
+    code = "channel-invalid"
+
+
+class ChannelLockedError(ChannelError):
+    """Another process holds the channel's write lock."""
+
+    exit_code = 13
+    code = "channel-locked"
+
+
+class BuildError(PascalForgeError):
+    """A package build failed (the channel is left as it was)."""
+
+    exit_code = 14
+    code = "build-failed"
+
+
+class StockResolvableError(PascalForgeError):
+    """A solve put a triton or pytorch without the Pascal token into the environment."""
+
+    exit_code = 15
+    code = "stock-triton-resolvable"
+
+
+class UnsatisfiableError(PascalForgeError):
+    """No solution exists for a channel setup (fails loudly instead of swapping packages)."""
+
+    exit_code = 16
+    code = "unsatisfiable"
+
+
+class ArchiveError(PascalForgeError):
+    """An upstream package archive is malformed or unsafe (a member escapes the target folder)."""
+
+    exit_code = 17
+    code = "archive-unsafe"

@@ -1,0 +1,266 @@
+"""The local conda channel: index it with py-rattler and change it only in atomic steps.
+
+Invariant: at every instant each subdir's repodata lists exactly the package files in it. New
+packages are never copied into a live subdir. A staging copy of the subdir (hard links of the
+packages that stay, plus the new ones) is indexed beside the channel and then swapped in with one
+``renameat2(RENAME_EXCHANGE)``, so a build killed at any point leaves the old or the new subdir,
+each consistent. A lock beside the channel keeps two writers apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pascal_forge.errors import ChannelError, ChannelLockedError
+
+#: Subdirs we publish; noarch must exist in every conda channel even when empty.
+SUBDIRS = ("linux-64", "noarch")
+PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+#: Per-subdir record of what defined each package we built (hidden, swapped with the subdir).
+BUILD_RECORD = ".pascal-forge-build.json"
+#: World-readable packages: the engine writes 0600, which a web server or another user cannot read.
+PACKAGE_MODE = 0o644
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+@dataclass(frozen=True)
+class ChannelPackage:
+    """One package of an indexed channel, as its repodata lists it."""
+
+    subdir: str
+    file_name: str
+    name: str
+    version: str
+    build: str
+    build_number: int
+    depends: tuple[str, ...]
+    size: int
+    sha256: str
+
+
+def is_package(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(PACKAGE_SUFFIXES) and not path.name.startswith(".")
+
+
+def staging_dir(channel: Path) -> Path:
+    return channel.parent / f".{channel.name}.staging"
+
+
+def lock_path(channel: Path) -> Path:
+    return channel.parent / f".{channel.name}.lock"
+
+
+@contextmanager
+def channel_lock(channel: Path) -> Iterator[None]:
+    """Hold the channel's write lock (non-blocking: a second writer fails at once, naming the first)."""
+    path = lock_path(channel.resolve())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ChannelLockedError(
+                f"{channel} is being written by {holder} (lock {path})",
+                "wait for that build to finish; the lock is released when its process exits",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def index_channel(channel: Path, subdir: str | None = None) -> None:
+    """Write repodata.json (+ .zst and shards) for every subdir, or just ``subdir`` and noarch."""
+    import rattler  # heavy import: only when indexing
+
+    for name in SUBDIRS:
+        (channel / name).mkdir(parents=True, exist_ok=True)
+    target = rattler.Platform(subdir) if subdir and subdir != "noarch" else None
+    try:
+        asyncio.run(rattler.index.index_fs(channel, target_platform=target, force=True))
+    except Exception as exc:  # rattler raises its own exception types
+        raise ChannelError(
+            f"py-rattler could not index {channel}: {exc}",
+            "remove the file named above from the channel, or rebuild it",
+        ) from exc
+
+
+def read_packages(channel: Path) -> tuple[ChannelPackage, ...]:
+    """The packages the channel's repodata lists, sorted by subdir and file name."""
+    out = []
+    for subdir in SUBDIRS:
+        repodata = channel / subdir / "repodata.json"
+        if not repodata.is_file():
+            continue
+        data = json.loads(repodata.read_text("utf-8"))
+        for key in ("packages", "packages.conda"):
+            for file_name, rec in data.get(key, {}).items():
+                out.append(
+                    ChannelPackage(
+                        subdir=subdir,
+                        file_name=file_name,
+                        name=rec["name"],
+                        version=rec["version"],
+                        build=rec["build"],
+                        build_number=int(rec.get("build_number", 0)),
+                        depends=tuple(rec.get("depends", ())),
+                        size=int(rec["size"]),
+                        sha256=rec["sha256"],
+                    )
+                )
+    return tuple(sorted(out, key=lambda p: (p.subdir, p.file_name)))
+
+
+def consistency_problems(channel: Path) -> list[str]:
+    """Every way the index and the files disagree (empty: the channel is consistent)."""
+    problems = []
+    listed = {(p.subdir, p.file_name): p for p in read_packages(channel)}
+    for subdir in SUBDIRS:
+        folder = channel / subdir
+        if not (folder / "repodata.json").is_file():
+            problems.append(f"{folder}/repodata.json is missing")
+            continue
+        present = {p.name for p in folder.iterdir() if is_package(p)}
+        indexed = {name for (sd, name) in listed if sd == subdir}
+        problems += [f"{folder / n} is not in repodata.json" for n in sorted(present - indexed)]
+        problems += [
+            f"{folder / n} is listed in repodata.json but missing" for n in sorted(indexed - present)
+        ]
+        for name in sorted(present & indexed):
+            rec = listed[(subdir, name)]
+            path = folder / name
+            if path.stat().st_size != rec.size or _sha256(path) != rec.sha256:
+                problems.append(f"{path} does not match its repodata entry (size or sha256)")
+    return problems
+
+
+def ensure_channel(channel: Path) -> None:
+    """Create an empty indexed channel, or re-index one whose index disagrees with its files.
+
+    Called under the lock before any change; also clears a staging folder left by a killed run.
+    """
+    shutil.rmtree(staging_dir(channel), ignore_errors=True)
+    if not channel.exists() or consistency_problems(channel):
+        channel.mkdir(parents=True, exist_ok=True)
+        index_channel(channel)
+
+
+def read_build_record(channel: Path, subdir: str) -> dict[str, str]:
+    """package file name -> definition hash, for packages pascal-forge built into this subdir."""
+    path = channel / subdir / BUILD_RECORD
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text("utf-8"))
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def add_packages(channel: Path, subdir: str, packages: Mapping[Path, str]) -> None:
+    """Add (or replace) built packages in one subdir atomically.
+
+    ``packages`` maps each built file to the definition hash recorded for it. The subdir is rebuilt
+    in a staging folder beside the channel (hard links for what stays), indexed there, and swapped
+    in with a single atomic exchange.
+    """
+    staging = staging_dir(channel)
+    shutil.rmtree(staging, ignore_errors=True)
+    for name in SUBDIRS:
+        (staging / name).mkdir(parents=True)
+    try:
+        new_names = {p.name for p in packages}
+        for name in SUBDIRS:
+            live = channel / name
+            if not live.is_dir():
+                continue
+            for item in sorted(live.iterdir()):
+                if is_package(item) and not (name == subdir and item.name in new_names):
+                    os.link(item, staging / name / item.name)
+        for src in packages:
+            dst = staging / subdir / src.name
+            tmp = dst.with_name(f".{src.name}.partial")
+            shutil.copyfile(src, tmp)
+            tmp.chmod(PACKAGE_MODE)
+            tmp.replace(dst)
+        record = read_build_record(channel, subdir)
+        record.update({src.name: digest for src, digest in packages.items()})
+        present = {p.name for p in (staging / subdir).iterdir() if is_package(p)}
+        record = {k: v for k, v in sorted(record.items()) if k in present}
+        (staging / subdir / BUILD_RECORD).write_text(
+            json.dumps(record, indent=1, sort_keys=True) + "\n", "utf-8"
+        )
+        index_channel(staging, subdir)
+        _swap_in(staging / subdir, channel / subdir)
+        if not (channel / "noarch" / "repodata.json").is_file():
+            _swap_in(staging / "noarch", channel / "noarch")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(new: Path, live: Path) -> None:
+    live.parent.mkdir(parents=True, exist_ok=True)
+    if not live.exists():
+        new.rename(live)
+        return
+    if not _exchange(new, live):
+        # No renameat2 (non-Linux or old libc): two renames; a kill in between leaves `live`
+        # missing, which the next run's ensure_channel re-creates from `.old` or re-indexes.
+        old = live.with_name(f".{live.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        live.rename(old)
+        new.rename(live)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc != 0:
+        err = ctypes.get_errno()
+        if err in {22, 38, 95}:  # EINVAL / ENOSYS / EOPNOTSUPP: filesystem cannot exchange
+            return False
+        raise OSError(err, os.strerror(err), str(a), None, str(b))
+    return True
+
+
+def fix_permissions(channel: Path) -> None:
+    """Make every package world-readable (the engine writes 0600)."""
+    for subdir in SUBDIRS:
+        folder = channel / subdir
+        if folder.is_dir():
+            for item in folder.iterdir():
+                if is_package(item):
+                    item.chmod(PACKAGE_MODE)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

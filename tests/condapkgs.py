@@ -1,0 +1,118 @@
+"""Make real conda packages, channels and prefixes in tests (py-rattler-build + py-rattler).
+
+Packages are assembled by the rattler-build engine (``assemble_package``), channels indexed and
+environments solved/installed by py-rattler: the same code paths a user's conda/mamba/pixi reads.
+Stand-ins for conda-forge packages use real names, versions, build strings and dependency specs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rattler
+from rattler_build import assemble_package
+
+from pascal_forge.channel import index_channel
+
+#: Fixed timestamp: the same inputs give byte-identical packages.
+TIMESTAMP = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Pkg:
+    """A package to assemble: metadata plus files (path relative to the prefix -> bytes)."""
+
+    name: str
+    version: str
+    build: str
+    depends: tuple[str, ...] = ()
+    constrains: tuple[str, ...] = ()
+    build_number: int = 0
+    subdir: str = "linux-64"
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+
+def make_package(pkg: Pkg, out_dir: Path) -> Path:
+    """Assemble ``pkg`` into ``out_dir`` and return the .conda path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pf-pkg-") as tmp:
+        files_dir = Path(tmp) / "files"
+        files_dir.mkdir()
+        contents = dict(pkg.files) or {f"share/pascal-forge-test/{pkg.name}.txt": f"{pkg.name}\n".encode()}
+        for rel, data in contents.items():
+            target = files_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        scratch = Path(tmp) / "out"
+        output = assemble_package(
+            name=pkg.name,
+            version=pkg.version,
+            target_platform=pkg.subdir,
+            build_string=pkg.build,
+            output_dir=scratch,
+            files_dir=files_dir,
+            depends=list(pkg.depends),
+            constrains=list(pkg.constrains),
+            build_number=pkg.build_number,
+            noarch="generic" if pkg.subdir == "noarch" else None,
+            timestamp=TIMESTAMP,
+            detect_prefix=False,
+        )
+        built = Path(output.path)
+        dest = out_dir / built.name
+        shutil.copyfile(built, dest)
+    return dest
+
+
+def make_channel(channel: Path, packages: Sequence[Pkg]) -> Path:
+    """An indexed channel holding ``packages`` (each in its own subdir)."""
+    for sub in ("linux-64", "noarch"):
+        (channel / sub).mkdir(parents=True, exist_ok=True)
+    for pkg in packages:
+        make_package(pkg, channel / pkg.subdir).chmod(0o644)
+    index_channel(channel)
+    return channel
+
+
+def solve(
+    channels: Sequence[str | Path],
+    specs: Sequence[str],
+    priority: rattler.ChannelPriority = rattler.ChannelPriority.Strict,
+    virtual: Sequence[str] = ("__cuda=12.6=0", "__glibc=2.36=0", "__unix=0=0", "__linux=6.1=0"),
+) -> list[rattler.RepoDataRecord]:
+    """Solve ``specs`` for linux-64 from channels given as paths or URLs (in priority order)."""
+    sources = [rattler.Channel(c.resolve().as_uri() if isinstance(c, Path) else c) for c in channels]
+    virtual_packages = [rattler.GenericVirtualPackage(*_split_virtual(v)) for v in virtual]
+    return asyncio.run(
+        rattler.solve(
+            sources,
+            list(specs),
+            platforms=["linux-64", "noarch"],
+            virtual_packages=virtual_packages,
+            channel_priority=priority,
+            timestamp_policy="allow-missing",
+        )
+    )
+
+
+def install_prefix(
+    prefix: Path,
+    channels: Sequence[str | Path],
+    specs: Sequence[str],
+    cache_dir: Path,
+) -> list[rattler.RepoDataRecord]:
+    """Solve and install ``specs`` into ``prefix`` with py-rattler; returns the installed records."""
+    records = solve(channels, specs)
+    asyncio.run(rattler.install(records, target_prefix=prefix, cache_dir=cache_dir, show_progress=False))
+    return records
+
+
+def _split_virtual(text: str) -> tuple[rattler.PackageName, rattler.Version, rattler.BuildString]:
+    name, version, build = text.split("=")
+    return rattler.PackageName(name), rattler.Version(version), rattler.BuildString(build)
