@@ -1,11 +1,22 @@
-"""The rattler-build engine (py-rattler-build): render generated recipes for every variant.
+"""The rattler-build engine (py-rattler-build): render recipes, and build them into the channel.
 
 Rendering evaluates the recipe exactly as `rattler-build build` would (selectors, variant keys,
-the build-string hash) without solving environments, so it runs offline.
+the build-string hash) without solving environments, so it runs offline. Building goes recipe
+by recipe in dependency order (triton -> pytorch overlay -> vllm-pascal), skips a variant whose
+definition hash is already recorded for a package in the channel, and adds each new package
+with one atomic swap (channel.add_packages), so an interrupted build leaves a valid channel.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +26,8 @@ from rattler_build.stage0 import Stage0Recipe
 from rattler_build.tool_config import PlatformConfig
 from rattler_build.variant_config import VariantConfig
 
-from pascal_forge.errors import RenderError
+from pascal_forge.channel import add_packages, channel_lock, ensure_channel, read_build_record, read_packages
+from pascal_forge.errors import BuildError, RenderError
 
 TARGET_PLATFORM = "linux-64"
 
@@ -56,3 +68,408 @@ def engine_render(recipe_file: Path, variant_file: Path) -> list[EngineVariant]:
             )
         )
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Building a recipes tree into the local channel, in dependency order, incrementally.
+
+#: What each backend is called; the engine is the library, the others are CLIs on PATH.
+BACKENDS = ("engine", "rattler-build", "conda-build")
+
+
+@dataclass(frozen=True)
+class BuildTarget:
+    """One variant of one recipe, and the hash of everything that defines its package."""
+
+    recipe: str  # folder name under the recipes tree
+    recipe_dir: Path
+    index: int  # position among the recipe's rendered variants
+    variant: EngineVariant
+    subdir: str
+    definition: str
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.variant.name}-{self.variant.version}-{self.variant.build_string}.conda"
+
+    @property
+    def label(self) -> str:
+        keys = ("python", "cuda_compiler_version")
+        picked = ", ".join(f"{k}={self.variant.variant[k]}" for k in keys if k in self.variant.variant)
+        return f"{self.variant.name} {self.variant.version} {self.variant.build_string}" + (
+            f" ({picked})" if picked else ""
+        )
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    target: BuildTarget
+    status: str  # "built" or "up to date"
+    file_name: str
+    size: int
+    sha256: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    channel_dir: Path
+    channels: tuple[str, ...] = ("conda-forge",)
+    only: tuple[str, ...] = ()
+    variants: tuple[tuple[str, str], ...] = ()  # (key, value) filters, e.g. ("python", "3.12")
+    backend: str = "engine"
+    test: str = "native"  # the engine's test strategy: run each recipe's package test, or "skip"
+
+
+def discover_recipes(recipes_dir: Path) -> tuple[Path, ...]:
+    found = tuple(sorted(p.parent for p in recipes_dir.glob("*/recipe.yaml")))
+    if not found:
+        raise BuildError(
+            f"no recipes (*/recipe.yaml) under {recipes_dir}",
+            "run `pascal-forge generate --out DIR` first, or pass --recipes DIR",
+        )
+    return found
+
+
+def definition_hash(recipe_dir: Path, variant: dict[str, str]) -> str:
+    """sha256 over the recipe folder's files (recipe, patches, scripts: the source pins live in the
+    recipe), the variant and the engine version: equal hashes mean an equal package definition."""
+    from rattler_build import rattler_build_version
+
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps({"engine": rattler_build_version(), "variant": variant}, sort_keys=True).encode()
+    )
+    for path in sorted(p for p in recipe_dir.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(recipe_dir).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _dep_names(recipe: dict[str, Any]) -> set[str]:
+    names = set()
+    for section in ("build", "host", "run"):
+        for dep in recipe.get("requirements", {}).get(section, []):
+            if isinstance(dep, str):
+                names.add(dep.split()[0])
+    return names
+
+
+def plan_targets(recipes_dir: Path, options: BuildOptions) -> tuple[BuildTarget, ...]:
+    """Every selected variant of every recipe, ordered so each comes after what it depends on."""
+    variant_file = recipes_dir / "variants.yaml"
+    by_recipe: dict[str, list[BuildTarget]] = {}
+    for recipe_dir in discover_recipes(recipes_dir):
+        rendered = engine_render(recipe_dir / "recipe.yaml", variant_file) if variant_file.is_file() else []
+        targets = []
+        for i, v in enumerate(rendered):
+            if any(not v.variant.get(k, "").startswith(val) for k, val in options.variants):
+                continue
+            subdir = "noarch" if v.recipe.get("build", {}).get("noarch") else TARGET_PLATFORM
+            targets.append(
+                BuildTarget(recipe_dir.name, recipe_dir, i, v, subdir, definition_hash(recipe_dir, v.variant))
+            )
+        by_recipe[recipe_dir.name] = targets
+    unknown = sorted(set(options.only) - set(by_recipe))
+    if unknown:
+        raise BuildError(
+            f"--only {', '.join(unknown)}: no such recipe under {recipes_dir}",
+            f"use one of: {', '.join(sorted(by_recipe))}",
+        )
+    return tuple(
+        t
+        for name in _dependency_order(by_recipe)
+        if not options.only or name in options.only
+        for t in by_recipe[name]
+    )
+
+
+def _dependency_order(by_recipe: dict[str, list[BuildTarget]]) -> list[str]:
+    produces = {t.variant.name: name for name, ts in by_recipe.items() for t in ts}
+    needs = {
+        name: {
+            produces[d]
+            for t in ts
+            for d in _dep_names(t.variant.recipe)
+            if d in produces and produces[d] != name
+        }
+        for name, ts in by_recipe.items()
+    }
+    order: list[str] = []
+    while len(order) < len(needs):
+        ready = sorted(n for n, deps in needs.items() if n not in order and deps <= set(order))
+        if not ready:
+            cycle = sorted(set(needs) - set(order))
+            raise BuildError(
+                f"recipes depend on each other in a cycle: {', '.join(cycle)}", "fix their requirements"
+            )
+        order.extend(ready)
+    return order
+
+
+def build_channel(
+    recipes_dir: Path, options: BuildOptions, log: Callable[[str], None]
+) -> tuple[BuildOutcome, ...]:
+    """Build what is out of date into the channel; the channel changes only by atomic swaps."""
+    if options.backend not in BACKENDS:
+        raise BuildError(f"unknown backend {options.backend!r}", f"use one of: {', '.join(BACKENDS)}")
+    if options.backend != "engine" and shutil.which(options.backend) is None:
+        raise BuildError(
+            f"--backend {options.backend}: `{options.backend}` is not on PATH",
+            "install it (conda install -c conda-forge rattler-build / conda-build) or use --backend engine",
+        )
+    channel = options.channel_dir.resolve()
+    targets = plan_targets(recipes_dir, options)
+    outcomes: list[BuildOutcome] = []
+    with channel_lock(channel):
+        ensure_channel(channel)
+        scratch = channel.parent / f".{channel.name}.build"
+        for n, target in enumerate(targets, 1):
+            start = time.perf_counter()
+            done = _up_to_date(channel, target)
+            if done is not None:
+                outcomes.append(_outcome(target, "up to date", done, start))
+                log(f"[{n}/{len(targets)}] {target.label}: up to date")
+                continue
+            log(f"[{n}/{len(targets)}] building {target.label} with {options.backend} ...")
+            built = _run_backend(target, options, channel, scratch)
+            add_packages(channel, target.subdir, {built: target.definition})
+            built.unlink()
+            outcomes.append(_outcome(target, "built", channel / target.subdir / built.name, start))
+            log(f"[{n}/{len(targets)}] built {built.name} in {time.perf_counter() - start:.1f}s")
+    return tuple(outcomes)
+
+
+def _up_to_date(channel: Path, target: BuildTarget) -> Path | None:
+    record = read_build_record(channel, target.subdir)
+    for file_name, digest in record.items():
+        path = channel / target.subdir / file_name
+        if digest == target.definition and path.is_file():
+            return path
+    return None
+
+
+def _outcome(target: BuildTarget, status: str, path: Path, start: float) -> BuildOutcome:
+    data = path.read_bytes()
+    return BuildOutcome(
+        target, status, path.name, len(data), hashlib.sha256(data).hexdigest(), time.perf_counter() - start
+    )
+
+
+def _run_backend(target: BuildTarget, options: BuildOptions, channel: Path, scratch: Path) -> Path:
+    channels = [channel.as_uri(), *(_channel_url(c) for c in options.channels)]
+    out = scratch / "output"
+    if options.backend == "engine":
+        return _run_engine(target, options, channels, out)
+    return _run_cli(target, options, channels, out)
+
+
+def _run_engine(target: BuildTarget, options: BuildOptions, channels: list[str], out: Path) -> Path:
+    from rattler_build.tool_config import ToolConfiguration
+
+    rendered = Stage0Recipe.from_file(target.recipe_dir / "recipe.yaml").render(
+        VariantConfig.from_file(target.recipe_dir.parent / "variants.yaml"),
+        RenderConfig(platform=PlatformConfig(target_platform=TARGET_PLATFORM)),
+    )[target.index]
+    tool = ToolConfiguration(test_strategy="native" if options.test == "native" else "skip")
+    try:
+        result = rendered.run_build(tool_config=tool, output_dir=out, channels=channels, no_build_id=True)
+    except Exception as exc:  # the engine's own error types: report them uniformly
+        raise BuildError(
+            f"{target.recipe}: building {target.label} failed: {exc} (channels: {', '.join(channels)})",
+            "read the engine's log above; a dependency that cannot be resolved must be in one of those "
+            "channels (pass -c); the channel was not changed",
+        ) from exc
+    built = [Path(p) for p in result.packages if Path(p).name == target.file_name]
+    if not built:
+        raise BuildError(
+            f"{target.recipe}: the engine produced {[Path(p).name for p in result.packages]}, not {target.file_name}",
+            "this is a bug; report it with the recipe",
+        )
+    return built[0]
+
+
+def _run_cli(target: BuildTarget, options: BuildOptions, channels: list[str], out: Path) -> Path:
+    exe = shutil.which(options.backend) or options.backend
+    chan_args = [arg for c in channels for arg in ("-c", c)]
+    recipes = target.recipe_dir.parent
+    if options.backend == "rattler-build":
+        cmd = [
+            exe,
+            "build",
+            "--recipe",
+            str(target.recipe_dir),
+            "--output-dir",
+            str(out),
+            "--variant-config",
+            str(recipes / "variants.yaml"),
+            "--test",
+            options.test,
+            *chan_args,
+        ]
+        cmd += [arg for k, v in options.variants for arg in ("--variant", f"{k}={v}")]
+    else:
+        cmd = [
+            exe,
+            "build",
+            str(target.recipe_dir),
+            "--output-folder",
+            str(out),
+            "-m",
+            str(recipes / "conda_build_config.yaml"),
+            "--no-anaconda-upload",
+            *chan_args,
+        ]
+        cmd += [] if options.test == "native" else ["--no-test"]
+    before = set(out.glob(f"{target.subdir}/*.conda"))
+    res = subprocess.run(cmd, check=False)
+    if res.returncode != 0:
+        raise BuildError(
+            f"{target.recipe}: `{' '.join(cmd[:3])} ...` exited {res.returncode}",
+            "read its log above; the channel was not changed",
+        )
+    new = sorted(
+        p for p in out.glob(f"{target.subdir}/*.conda") if p not in before or p.name == target.file_name
+    )
+    if len(new) != 1:
+        raise BuildError(
+            f"{target.recipe}: expected one new package from {options.backend}, found {[p.name for p in new]}",
+            "build one variant at a time with --variant python=3.X",
+        )
+    return new[0]
+
+
+def summary_table(outcomes: tuple[BuildOutcome, ...]) -> str:
+    rows = [("package", "build string", "status", "size", "sha256")]
+    rows += [
+        (
+            f"{o.target.variant.name} {o.target.variant.version}",
+            o.target.variant.build_string,
+            o.status,
+            _human(o.size),
+            o.sha256,
+        )
+        for o in outcomes
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def run(args: argparse.Namespace) -> int:
+    from pascal_forge.render import render_tree, write_tree
+    from pascal_forge.resolve import raise_on_failure, report, resolve_check
+    from pascal_forge.spec import load_spec
+
+    channel: Path = args.channel_dir
+    recipes: Path | None = args.recipes
+    if recipes is None:
+        spec = load_spec(args.spec)
+        stack = spec.stack(args.stack)
+        recipes = channel.resolve().parent / f".{channel.name}.recipes"
+        write_tree(render_tree(spec, stack.name), recipes)
+        _log(f"rendered stack {stack.name} into {recipes}")
+    variants = []
+    for item in args.variant or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise BuildError(f"--variant {item!r} is not KEY=VALUE", "e.g. --variant python=3.12")
+        variants.append((key, value))
+    options = BuildOptions(
+        channel_dir=channel,
+        channels=tuple(args.channels or ["conda-forge"]),
+        only=tuple(args.only or ()),
+        variants=tuple(variants),
+        backend=args.backend,
+        test=args.test,
+    )
+    outcomes = build_channel(recipes, options, _log)
+    print(summary_table(outcomes))
+    built = sum(o.status == "built" for o in outcomes)
+    print(f"{built} built, {len(outcomes) - built} up to date; channel {channel} is indexed")
+    if args.resolve_check and any(p.name == "vllm-pascal" for p in read_packages(channel)):
+        results = resolve_check(channel, options.channels)
+        print(report(results))
+        raise_on_failure(results)
+    elif args.resolve_check:
+        _log("resolve-check skipped: the channel holds no vllm-pascal yet")
+    return 0
+
+
+def _channel_url(channel: str) -> str:
+    """A channel name or URL as given; an existing folder becomes its file:// URL."""
+    if "://" not in channel and Path(channel).is_dir():
+        return Path(channel).resolve().as_uri()
+    return channel
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def configure_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "build",
+        help="build the stack's recipes into a local conda channel (incremental, atomic)",
+        description=(
+            "Build triton -> pytorch overlay -> vllm-pascal with the rattler-build engine into a local\n"
+            "channel, resolving dependencies from that channel first, then the -c channels. A variant\n"
+            "whose definition (recipe, patches, source pins, variant) is unchanged is not rebuilt; each\n"
+            "new package enters the channel in one atomic step. Ends with resolve-check."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  pascal-forge build                                  # all recipes into ./channel\n"
+            "  pascal-forge build --only triton-pascal --variant python=3.12\n"
+            "  pascal-forge build -c https://mirror.example/conda-forge --channel-dir /srv/pascal"
+        ),
+    )
+    parser.add_argument("--spec", type=Path, metavar="FILE", help="TOML spec merged over the built-in one")
+    parser.add_argument("--stack", metavar="NAME", help="stack to build (default: the spec's default_stack)")
+    parser.add_argument(
+        "--recipes", type=Path, metavar="DIR", help="build this generated tree instead of the spec"
+    )
+    parser.add_argument("--only", action="append", metavar="NAME", help="recipe folder to build (repeatable)")
+    parser.add_argument(
+        "--channel-dir", type=Path, default=Path("channel"), metavar="DIR", help="default: ./channel"
+    )
+    parser.add_argument(
+        "-c",
+        "--channel",
+        dest="channels",
+        action="append",
+        metavar="CHANNEL",
+        help="upstream channel name or URL, after the local one (repeatable; default: conda-forge)",
+    )
+    parser.add_argument(
+        "--variant", action="append", metavar="K=V", help="only variants with K=V, e.g. python=3.12"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="engine",
+        help="engine (py-rattler-build, default) or a CLI on PATH",
+    )
+    parser.add_argument(
+        "--test",
+        choices=("native", "skip"),
+        default="native",
+        help="run each recipe's package test after building (default: native)",
+    )
+    parser.add_argument(
+        "--no-resolve-check", dest="resolve_check", action="store_false", help="skip the final resolve-check"
+    )
+    parser.set_defaults(func=run)

@@ -96,7 +96,7 @@ def index_channel(channel: Path, subdir: str | None = None) -> None:
 
     for name in SUBDIRS:
         (channel / name).mkdir(parents=True, exist_ok=True)
-    target = rattler.Platform(subdir) if subdir and subdir != "noarch" else None
+    target = rattler.Subdir(subdir) if subdir and subdir != "noarch" else None
     try:
         asyncio.run(rattler.index.index_fs(channel, target_platform=target, force=True))
     except Exception as exc:  # rattler raises its own exception types
@@ -104,6 +104,9 @@ def index_channel(channel: Path, subdir: str | None = None) -> None:
             f"py-rattler could not index {channel}: {exc}",
             "remove the file named above from the channel, or rebuild it",
         ) from exc
+    scratch = channel / ".tmp"  # the indexer's empty scratch folder: not part of a channel
+    if scratch.is_dir() and not any(scratch.iterdir()):
+        scratch.rmdir()
 
 
 def read_packages(channel: Path) -> tuple[ChannelPackage, ...]:

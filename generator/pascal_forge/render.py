@@ -22,6 +22,8 @@ from pascal_forge.spec import RECIPES, PatchEntry, RecipeKind, RecipeRequirement
 #: Token in every build string we produce; dependants match on ``*pascal*`` so the solver can
 #: never substitute stock triton/pytorch (same name and version, different build string).
 BUILD_TOKEN = "pascal"  # noqa: S105 - not a secret
+#: The overlay's repackaging code; the pytorch recipe ships it as repack.py.
+OVERLAY_MODULE = Path(__file__).with_name("overlay.py")
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,8 @@ def render_tree(spec: Spec, stack_name: str | None = None) -> tuple[RenderedFile
         emit(f"{base}/build.sh", f"build-{base}.sh.j2", ctx)
         emit(f"{base}/pascal_check.py", f"check-{base}.py.j2", ctx)
         if base == "pytorch-pascal":
-            emit(f"{base}/repack.py", "repack.py.j2", ctx)
+            # The transformation the tests exercise, shipped byte for byte (not a template).
+            files.append(RenderedFile(f"{base}/repack.py", OVERLAY_MODULE.read_bytes()))
         for patch in plan.patches:
             files.append(RenderedFile(f"{base}/patches/{patch.path.name}", patch.path.read_bytes()))
     return tuple(sorted(files, key=lambda f: f.path))
