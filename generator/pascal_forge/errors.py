@@ -107,3 +107,10 @@ class CMakeEvalError(PascalForgeError):
 
     exit_code = 11
     code = "cmake-unsupported"
+
+
+class NixUnsupportedError(PascalForgeError):
+    """A spec source or patch file that the Nix overlay has no way to express."""
+
+    exit_code = 50
+    code = "nix-unsupported"
