@@ -38,14 +38,24 @@ def selected_stack(spec: Spec, args: argparse.Namespace) -> str:
     return spec.stack(getattr(args, "stack", None)).name
 
 
+#: Where each output format goes unless --out says otherwise.
+DEFAULT_OUT = {"conda": Path("recipes"), "nix": Path("nix")}
+
+
 def run_generate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     spec = load_spec(args.spec)
     stack = spec.stack(selected_stack(spec, args))
-    files = render_tree(spec, stack.name)
-    out: Path = args.out
+    if args.format == "nix":
+        from pascal_forge.nix import render_nix_tree
+
+        files = render_nix_tree(spec, stack.name)
+    else:
+        files = render_tree(spec, stack.name)
+    out: Path = args.out or DEFAULT_OUT[args.format]
     if args.check:
-        check_tree(files, out)
+        command = "pascal-forge generate" + (" --format nix" if args.format == "nix" else "")
+        check_tree(files, out, command)
         print(f"{out}: up to date ({len(files)} files)")
         return 0
     write_tree(files, out)
@@ -86,18 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser(
         "generate",
-        help="write recipes (recipe.yaml, meta.yaml, build.sh, patches) for a stack",
-        description="Render the recipes of one stack into a folder (replaced as a whole, atomically).",
+        help="write recipes (recipe.yaml, meta.yaml, build.sh, patches) or a Nix overlay for a stack",
+        description=(
+            "Render the recipes of one stack (conda: recipe.yaml + meta.yaml; nix: a nixpkgs overlay "
+            "and flake) into a folder, replaced as a whole, atomically."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "examples:\n"
             "  pascal-forge generate                       # built-in stack into ./recipes\n"
             "  pascal-forge generate --check               # exit 7 and list files if ./recipes is stale\n"
+            "  pascal-forge generate --format nix          # nixpkgs overlay + flake into ./nix\n"
             "  pascal-forge generate --spec my.toml --out /tmp/recipes"
         ),
     )
     _spec_option(gen)
-    gen.add_argument("--out", type=Path, default=Path("recipes"), metavar="DIR", help="default: ./recipes")
+    gen.add_argument(
+        "--format",
+        choices=sorted(DEFAULT_OUT),
+        default="conda",
+        help="conda recipes (default) or a Nix overlay from the same spec and patches",
+    )
+    gen.add_argument("--out", type=Path, metavar="DIR", help="default: ./recipes (conda) or ./nix (nix)")
     gen.add_argument("--check", action="store_true", help="compare with DIR instead of writing")
     gen.set_defaults(func=run_generate)
 

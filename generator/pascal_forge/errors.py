@@ -149,3 +149,10 @@ class ArchiveError(PascalForgeError):
 
     exit_code = 17
     code = "archive-unsafe"
+
+
+class NixUnsupportedError(PascalForgeError):
+    """A spec source or patch file that the Nix overlay has no way to express."""
+
+    exit_code = 50
+    code = "nix-unsupported"

@@ -289,13 +289,11 @@ def stale_files(files: tuple[RenderedFile, ...], out: Path) -> list[str]:
     return problems
 
 
-def check_tree(files: tuple[RenderedFile, ...], out: Path) -> None:
+def check_tree(files: tuple[RenderedFile, ...], out: Path, command: str = "pascal-forge generate") -> None:
     problems = stale_files(files, out)
     if problems:
         listing = "\n  ".join(problems)
-        raise StaleRecipesError(
-            f"{out} is stale:\n  {listing}", "run `pascal-forge generate` and commit the result"
-        )
+        raise StaleRecipesError(f"{out} is stale:\n  {listing}", f"run `{command}` and commit the result")
 
 
 def render_patch_docs(spec: Spec) -> RenderedFile:
