@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -68,6 +69,32 @@ def make_package(pkg: Pkg, out_dir: Path) -> Path:
         dest = out_dir / built.name
         shutil.copyfile(built, dest)
     return dest
+
+
+STANDIN = Path(__file__).parent / "data" / "conda-forge-standin.json"
+
+
+def standin_packages() -> list[Pkg]:
+    """The conda-forge stand-in: real records from public lock files (see conda-forge-standin.md)."""
+    records = json.loads(STANDIN.read_text("utf-8"))["records"]
+    seen, out = set(), []
+    for r in records:
+        key = (r["subdir"], r["name"], r["version"], r["build"])
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(
+            Pkg(
+                r["name"],
+                r["version"],
+                r["build"],
+                tuple(r["depends"]),
+                tuple(r.get("constrains", ())),
+                int(r["build_number"]),
+                r["subdir"],
+            )
+        )
+    return out
 
 
 def make_channel(channel: Path, packages: Sequence[Pkg]) -> Path:

@@ -43,3 +43,12 @@ def _blocked_getaddrinfo(real: Any) -> Any:
         raise NetworkBlockedError(f"unit test tried to resolve {host!r}; mark it integration")
 
     return wrapper
+
+
+@pytest.fixture(scope="session")
+def standin_upstream(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An indexed channel standing in for conda-forge (unreachable here): real names, versions,
+    build strings and dependency specs from public lock files (tests/data/conda-forge-standin.md)."""
+    from condapkgs import make_channel, standin_packages
+
+    return make_channel(tmp_path_factory.mktemp("conda-forge-standin"), standin_packages())

@@ -175,9 +175,44 @@ def environment() -> jinja2.Environment:
 # Rendering
 
 
+def _build_string_parts(plan: RecipePlan) -> tuple[str, str, int]:
+    """(text before ``py<XY>``, trailing number, build number) of the recipe's build strings.
+
+    The overlay keeps upstream's shape (``cuda126_mkl_py312_..._300``): conda-forge's libtorch
+    constrains ``pytorch ==2.6.0 cuda126_mkl_*_300``, so any other shape is not installable
+    next to the libtorch it depends on. Its build number counts on from upstream's.
+    """
+    if plan.kind.recipe != "pytorch-pascal":
+        return f"cuda{plan.stack.cuda_short}", str(plan.stack.build_number), plan.stack.build_number
+    shapes = set()
+    for src in plan.sources:
+        if src.check_only or not src.file_name:
+            continue
+        build = src.file_name.removesuffix(".conda").removesuffix(".tar.bz2").split("-")[-1]
+        head, sep, rest = build.partition(f"py{src.python.replace('.', '')}_")
+        number = rest.rsplit("_", 1)[-1]
+        if not sep or not number.isdigit():
+            raise RenderError(
+                f"cannot read the build string of {src.file_name} (recipe pytorch-pascal)",
+                "pin a conda-forge artifact named <name>-<version>-<...>py<XY>_h<hash>_<number>.conda",
+            )
+        shapes.add((head, number))
+    if len(shapes) != 1:
+        raise RenderError(
+            f"the pytorch-pascal artifacts disagree on their build string shape: {sorted(shapes)}",
+            "pin artifacts of the same upstream build (same prefix and build number) for every Python",
+        )
+    ((head, number),) = shapes
+    return head.rstrip("_") + "_", number, int(number) + plan.stack.build_number
+
+
 def _context(plan: RecipePlan, spec_origin: str) -> dict[str, object]:
     stack = plan.stack
+    bs_head, bs_number, build_number = _build_string_parts(plan)
     return {
+        "bs_head": bs_head,
+        "bs_number": bs_number,
+        "build_number": build_number,
         "plan": plan,
         "kind": plan.kind,
         "stack": stack,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import itertools
 import shutil
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pascal_forge.build import TARGET_PLATFORM, discover_recipes, engine_render
-from pascal_forge.channel import index_channel, read_packages
+from pascal_forge.channel import ChannelPackage, index_channel, read_packages
 from pascal_forge.errors import StockResolvableError, UnsatisfiableError
 from pascal_forge.render import BUILD_TOKEN, render_tree, write_tree
 from pascal_forge.spec import load_spec
@@ -40,6 +41,7 @@ PLANNED_TIMESTAMP = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 @dataclass(frozen=True)
 class SolveCase:
+    root: str  # the spec installed: vllm-pascal, or one Pascal package on its own
     priority: str
     local_first: bool
     python: str
@@ -47,7 +49,7 @@ class SolveCase:
     @property
     def label(self) -> str:
         order = "local first" if self.local_first else "upstream first"
-        return f"python {self.python}, {self.priority} priority, {order}"
+        return f"{self.root}: python {self.python}, {self.priority}, {order}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class SolveResult:
 
     @property
     def failed(self) -> bool:
-        return self.status in {"stock", "elsewhere"} or (
+        return self.status in {"stock", "elsewhere", "loose-pin"} or (
             self.status == "unsatisfiable" and self.case.local_first
         )
 
@@ -206,7 +208,7 @@ def solve(
 
 def check_solution(case: SolveCase, records: list[object], local_url: str) -> SolveResult:
     picked = tuple(
-        Picked(str(r.name.normalized), str(r.version), r.build, str(r.channel or r.url))  # type: ignore[attr-defined]
+        Picked(str(r.name.normalized), str(r.version), str(r.build), str(r.channel or r.url))  # type: ignore[attr-defined]
         for r in records
     )
     for p in picked:
@@ -215,10 +217,11 @@ def check_solution(case: SolveCase, records: list[object], local_url: str) -> So
                 case, "stock", f"{p.name} {p.version} {p.build} from {p.channel} (no '{BUILD_TOKEN}')", picked
             )
     local = local_url.rstrip("/")
+    root_name = case.root.split()[0]
+    if not any(p.name == root_name for p in picked):
+        return SolveResult(case, "elsewhere", f"{root_name} is not in the solution", picked)
     for name in LOCAL_ONLY:
         hits = [p for p in picked if p.name == name]
-        if name == "vllm-pascal" and not hits:
-            return SolveResult(case, "elsewhere", "vllm-pascal is not in the solution", picked)
         for p in hits:
             if not p.channel.rstrip("/").startswith(local):
                 return SolveResult(
@@ -246,21 +249,35 @@ def resolve_check(
     if not pythons:
         raise UnsatisfiableError(f"{local} holds no vllm-pascal package", "build it first, or use --planned")
     upstream_urls = [channel_url(c) for c in upstream]
-    results = []
+    held = {p.name for p in read_packages(local)}
+    roots = ["vllm-pascal", *(f"{name} * *{BUILD_TOKEN}*" for name in GUARDED if name in held)]
+    results = [pin_check(p) for p in read_packages(local)]
     with tempfile.TemporaryDirectory(prefix="pf-solve-") as cache:
-        for python in pythons:
-            for priority in PRIORITIES:
-                for local_first in (True, False):
-                    case = SolveCase(priority, local_first, python)
-                    order = [local_url, *upstream_urls] if local_first else [*upstream_urls, local_url]
-                    specs = ["vllm-pascal", f"python {python}.*"]
-                    try:
-                        records = solve(order, specs, priority, virtual, Path(cache))
-                    except UnsatisfiableError as exc:
-                        results.append(SolveResult(case, "unsatisfiable", exc.message.splitlines()[0], ()))
-                        continue
-                    results.append(check_solution(case, records, local_url))
-    return tuple(results)
+        for root, python, priority, local_first in itertools.product(
+            roots, pythons, PRIORITIES, (True, False)
+        ):
+            case = SolveCase(root, priority, local_first, python)
+            order = [local_url, *upstream_urls] if local_first else [*upstream_urls, local_url]
+            specs = [root, f"python {python}.*"]
+            try:
+                records = solve(order, specs, priority, virtual, Path(cache))
+            except UnsatisfiableError as exc:
+                results.append(SolveResult(case, "unsatisfiable", exc.message.splitlines()[0], ()))
+                continue
+            results.append(check_solution(case, records, local_url))
+    return tuple(r for r in results if r is not None)
+
+
+def pin_check(pkg: ChannelPackage) -> SolveResult | None:
+    """A local package that names triton/pytorch must require the Pascal build, whatever the solve
+    finds today: the next upstream release could otherwise satisfy a loose pin."""
+    for dep in pkg.depends:
+        name, *rest = dep.split()
+        if name in GUARDED and BUILD_TOKEN not in "".join(rest[1:]):
+            case = SolveCase(f"{pkg.name} {pkg.build}", "static", True, "any")
+            detail = f"{pkg.name} {pkg.version} {pkg.build} depends on `{dep}`, which stock {name} satisfies"
+            return SolveResult(case, "loose-pin", detail, ())
+    return None
 
 
 def report(results: tuple[SolveResult, ...]) -> str:
@@ -272,10 +289,13 @@ def report(results: tuple[SolveResult, ...]) -> str:
             "stock": "STOCK BUILD",
             "elsewhere": "WRONG SOURCE",
             "unsatisfiable": "unsatisfiable (fails loudly, nothing swapped)",
+            "loose-pin": "LOOSE PIN",
         }[r.status]
         lines.append(f"{mark} {r.case.label:<48} {text}: {r.detail}")
         if r.status == "unsatisfiable":
             lines.append("       fix: list the local channel first: -c ./channel -c conda-forge")
+        elif r.status == "loose-pin":
+            lines.append("       fix: pin the Pascal build in that recipe, e.g. `triton ==3.2.0 *pascal*`")
     return "\n".join(lines)
 
 

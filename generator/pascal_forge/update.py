@@ -51,6 +51,16 @@ def grayskull_mapping() -> tuple[dict[str, str], str]:
     return mapping, dist.version
 
 
+#: conda-forge names grayskull's table lacks, as conda-forge's own vllm recipe spells them
+#: (conda-forge/vllm-feedstock@ff0aaea recipe/recipe.yaml): the PyPI spelling is not a package there.
+CONDA_FORGE_NAMES = {
+    "huggingface-hub": "huggingface_hub",
+    "prometheus-client": "prometheus_client",
+}
+#: PyPI extras that conda-forge ships as a package of their own (same feedstock record).
+EXTRA_PACKAGES = {("ray", "cgraph"): "ray-cgraph"}
+
+
 def read_requirement_files(root: Path, names: tuple[str, ...]) -> list[str]:
     """Requirement lines of ``names`` under ``root/requirements``, following ``-r`` includes."""
     lines: list[str] = []
@@ -93,10 +103,15 @@ def map_requirements(
         if not wanted:
             continue
         scope = "" if len(wanted) == len(pythons) else None
-        conda = mapping.get(name, name)
+        extras = sorted(req.extras)
+        conda = CONDA_FORGE_NAMES.get(name) or mapping.get(name, name)
+        for extra in list(extras):
+            if (name, extra) in EXTRA_PACKAGES:
+                conda = EXTRA_PACKAGES[(name, extra)]
+                extras.remove(extra)
         spec = overrides.get(name) or _conda_spec(conda, str(req.specifier))
         for py in [""] if scope == "" else wanted:
-            out.append(MappedRequirement(name, conda, spec, py, tuple(sorted(req.extras))))
+            out.append(MappedRequirement(name, conda, spec, py, tuple(extras)))
     return sorted(out, key=lambda m: (m.conda, m.python))
 
 
