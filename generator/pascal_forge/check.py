@@ -34,10 +34,20 @@ def _log(msg: str) -> None:
 
 
 def check_recipe(
-    spec: Spec, stack: Stack, recipe: str, cache: Path, local: dict[str, Path], quiet: bool = False
+    spec: Spec,
+    stack: Stack,
+    recipe: str,
+    cache: Path,
+    local: dict[str, Path],
+    quiet: bool = False,
+    series: tuple[PatchEntry, ...] | None = None,
+    keep_going: bool = False,
 ) -> RecipeCheck:
+    """Prove the series of ``recipe`` (the spec's for the stack's version, unless ``series`` is
+    given) on the first of its check sources that can be obtained."""
     kind = recipe_kind(recipe)
-    series = spec.patches_for(kind.upstream, stack.version_of(kind.upstream))
+    if series is None:
+        series = spec.patches_for(kind.upstream, stack.version_of(kind.upstream))
     candidates = stack.check_sources_for(kind.recipe)
     members = tuple(dict.fromkeys(t for p in series for t in p.targets))
     reasons: list[str] = []
@@ -66,7 +76,7 @@ def check_recipe(
     if obtained.source.check_only:
         verified += " (check-only copy: " + obtained.source.pinned_by + ")"
     return RecipeCheck(
-        kind.recipe, obtained.source.name, verified, tuple(apply_series(obtained.tree, series))
+        kind.recipe, obtained.source.name, verified, tuple(apply_series(obtained.tree, series, keep_going))
     )
 
 
@@ -106,7 +116,11 @@ def format_table(checks: list[RecipeCheck]) -> str:
 
 
 def as_json(checks: list[RecipeCheck]) -> str:
-    data = [
+    return json.dumps(as_data(checks), indent=2, sort_keys=True)
+
+
+def as_data(checks: list[RecipeCheck]) -> list[dict[str, object]]:
+    return [
         {
             "recipe": chk.recipe,
             "source": chk.source,
@@ -119,6 +133,7 @@ def as_json(checks: list[RecipeCheck]) -> str:
                     "targets": list(r.patch.targets),
                     "result": r.outcome.value,
                     "detail": r.detail,
+                    "rejected": list(r.rejected),
                     "ok": r.ok,
                     "reason": r.patch.reason,
                     "references": list(r.patch.references),
@@ -128,7 +143,6 @@ def as_json(checks: list[RecipeCheck]) -> str:
         }
         for chk in checks
     ]
-    return json.dumps(data, indent=2, sort_keys=True)
 
 
 def parse_source_dirs(values: list[str]) -> dict[str, Path]:

@@ -156,3 +156,40 @@ class NixUnsupportedError(PascalForgeError):
 
     exit_code = 50
     code = "nix-unsupported"
+
+
+class UpstreamError(PascalForgeError):
+    """An upstream index (PyPI's Simple API, a conda channel) did not answer usefully: network
+    failure, timeout, server error after retries, or a response that is not what the API promises."""
+
+    exit_code = 20
+    code = "upstream-unreachable"
+
+
+class UpstreamNotFoundError(PascalForgeError):
+    """The index answered, but lacks the project, release or file asked for."""
+
+    exit_code = 21
+    code = "upstream-not-found"
+
+
+class PinUnresolvedError(PascalForgeError):
+    """A pin of a new stack cannot be derived from what is reachable; the user must supply it."""
+
+    exit_code = 22
+    code = "pin-unresolved"
+
+
+class UpdateBlockedError(PascalForgeError):
+    """`update`: the new stack is not ready (a patch fails or is obsolete, a changed source went
+    unchecked, no patch covers a version); nothing was written."""
+
+    exit_code = 23
+    code = "update-blocked"
+
+
+class DraftStackError(PascalForgeError):
+    """A stack marked ``draft`` (written by `update --allow-failing`) cannot be rendered into recipes."""
+
+    exit_code = 24
+    code = "stack-draft"

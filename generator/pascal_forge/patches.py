@@ -34,6 +34,7 @@ class PatchResult:
     outcome: Outcome
     detail: str  # "hunk 2 of csrc/x.cu", "offset +3 lines", "source unreachable: …"
     files: tuple[str, ...]
+    rejected: tuple[str, ...] = ()  # the text of each hunk that failed (header included)
 
     @property
     def ok(self) -> bool:
@@ -109,35 +110,88 @@ def apply_one(tree: Path, entry: PatchEntry) -> PatchResult:
         return PatchResult(
             entry, Outcome.FAILED, f"malformed patch file {entry.path.name}: {m.group(0)}", files
         )
-    hunks = _hunk_failures(out)
-    if hunks:
-        return PatchResult(entry, Outcome.FAILED, "; ".join(hunks), files)
+    if hunks := _failed_hunks(out):
+        detail = "; ".join(f"at hunk {n} of {f} (line {at})" for f, n, at in hunks)
+        rejected = tuple(hunk_text(entry.path, f, n) for f, n, _ in hunks)
+        return PatchResult(entry, Outcome.FAILED, detail, files, rejected)
     return PatchResult(
         entry, Outcome.FAILED, out.strip().splitlines()[-1] if out.strip() else "patch failed", files
     )
 
 
-def _hunk_failures(out: str) -> list[str]:
-    """'hunk N of FILE at line L' for every failed hunk, attributing hunks to their file."""
-    failures = []
+def _failed_hunks(out: str) -> list[tuple[str, int, int]]:
+    """(file, hunk number, line) of every failed hunk in GNU patch's output."""
+    found = []
     current = "?"
     for line in out.splitlines():
         if m := _FILE.match(line):
             current = m.group(1)
         elif m := _HUNK_FAIL.match(line):
-            failures.append(f"at hunk {m.group(1)} of {current} (line {m.group(2)})")
-    return failures
+            found.append((current, int(m.group(1)), int(m.group(2))))
+    return found
 
 
-def apply_series(tree: Path, series: tuple[PatchEntry, ...]) -> list[PatchResult]:
-    """Apply ``series`` in order; after the first failure the rest are reported as not reached."""
+_HUNK_HEADER = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
+
+
+def hunk_text(patch: Path, target: str, number: int) -> str:
+    """Hunk ``number`` (1-based, counted per file as GNU patch does) of ``target`` in ``patch``.
+
+    The hunk is cut by its header's line counts, so content lines that look like headers
+    ("--- ", "diff ") cannot end it early.
+    """
+    lines = patch.read_text("utf-8", errors="replace").splitlines()
+    current = ""
+    seen = 0
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith(("+++ ", "--- ")):
+            name = line[4:].split("\t", 1)[0].strip()
+            if name != "/dev/null":
+                current = name.split("/", 1)[1] if "/" in name else name  # -p1
+            i += 1
+            continue
+        m = _HUNK_HEADER.match(line)
+        if not m:
+            i += 1
+            continue
+        old = int(m.group(1) or 1)
+        new = int(m.group(2) or 1)
+        end = i + 1
+        while end < len(lines) and (old > 0 or new > 0):
+            body = lines[end]
+            if body.startswith("-"):
+                old -= 1
+            elif body.startswith("+"):
+                new -= 1
+            elif not body.startswith("\\"):
+                old -= 1
+                new -= 1
+            end += 1
+        while end < len(lines) and lines[end].startswith("\\"):  # "\ No newline at end of file"
+            end += 1
+        if current == target:
+            seen += 1
+            if seen == number:
+                return "\n".join(lines[i:end])
+        i = end
+    return f"(hunk {number} of {target} not found in {patch.name})"
+
+
+def apply_series(tree: Path, series: tuple[PatchEntry, ...], keep_going: bool = False) -> list[PatchResult]:
+    """Apply ``series`` in order; after the first failure the rest are reported as not reached.
+
+    ``keep_going`` (for `update`'s report) tries the rest anyway, on the tree without the failed
+    patch: patches of a series rarely depend on each other, and a maintainer wants every breakage.
+    """
     results: list[PatchResult] = []
     failed = False
     for entry in series:
-        if failed:
+        if failed and not keep_going:
             results.append(PatchResult(entry, Outcome.SKIPPED, "an earlier patch of the series failed", ()))
             continue
         result = apply_one(tree, entry)
         results.append(result)
-        failed = result.outcome == Outcome.FAILED
+        failed = failed or result.outcome == Outcome.FAILED
     return results

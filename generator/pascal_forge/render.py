@@ -16,8 +16,17 @@ from pathlib import Path
 
 import jinja2
 
-from pascal_forge.errors import PatchLibraryError, RenderError, StaleRecipesError
-from pascal_forge.spec import RECIPES, PatchEntry, RecipeKind, RecipeRequirements, Source, Spec, Stack
+from pascal_forge.errors import DraftStackError, PatchLibraryError, RenderError, StaleRecipesError
+from pascal_forge.spec import (
+    RECIPES,
+    Dependency,
+    PatchEntry,
+    RecipeKind,
+    RecipeRequirements,
+    Source,
+    Spec,
+    Stack,
+)
 
 #: Token in every build string we produce; dependants match on ``*pascal*`` so the solver can
 #: never substitute stock triton/pytorch (same name and version, different build string).
@@ -110,6 +119,13 @@ class RenderedFile:
 
 def plan_recipes(spec: Spec, stack_name: str | None = None) -> tuple[RecipePlan, ...]:
     stack = spec.stack(stack_name)
+    if stack.draft:
+        # A draft's pins or patches are known to be incomplete: its recipes would fail hours into a build.
+        raise DraftStackError(
+            f"stack {stack.name} in {spec.origin} is a draft: {stack.draft}",
+            f"fix what it names and run `pascal-forge update --vllm {stack.vllm} --write` again "
+            "(`pascal-forge check --stack NAME` shows the patch status)",
+        )
     plans = []
     for kind in RECIPES:
         version = stack.version_of(kind.upstream)
@@ -133,6 +149,23 @@ def plan_recipes(spec: Spec, stack_name: str | None = None) -> tuple[RecipePlan,
 def _yaml_str(value: str) -> str:
     """A YAML double-quoted scalar (JSON strings are valid YAML)."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def toml_str(value: str) -> str:
+    """A TOML basic string (JSON string escapes are valid TOML)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def toml_dep(dep: Dependency) -> str:
+    """A requirement as the spec writes it: a plain string, or an inline table with python/note."""
+    if not dep.python and not dep.note:
+        return toml_str(dep.spec)
+    parts = [f"spec = {toml_str(dep.spec)}"]
+    if dep.python:
+        parts.append(f"python = {toml_str(dep.python)}")
+    if dep.note:
+        parts.append(f"note = {toml_str(dep.note)}")
+    return "{ " + ", ".join(parts) + " }"
 
 
 def _v1_dep(dep: str) -> str:
@@ -167,6 +200,8 @@ def environment() -> jinja2.Environment:
     env.filters["v1_dep"] = _v1_dep
     env.filters["v0_dep"] = _v0_dep
     env.filters["py_nodot"] = _py_nodot
+    env.filters["toml_str"] = toml_str
+    env.filters["toml_dep"] = toml_dep
     env.globals["source_lines"] = source_lines
     return env
 

@@ -64,12 +64,16 @@ def fetch_verified(
     name: str,
     offline_hint: str,
     progress: Progress | None = None,
+    session: requests.Session | None = None,
+    timeout: float = 60,
 ) -> Path:
     """``dest``, verified against ``sha256``: the cached copy, or the first of ``urls`` that answers.
 
     The download goes to a temporary name beside ``dest`` and is renamed only once its hash matched;
     a cached copy that no longer matches is an error naming the file, never silently used or replaced.
+    ``session`` (e.g. one that retries, see upstream.py) and ``timeout`` apply to each request.
     """
+    get = session.get if session is not None else requests.get
     if dest.exists():
         actual = sha256_of(dest)
         if actual != sha256:
@@ -86,7 +90,7 @@ def fetch_verified(
         try:
             digest = hashlib.sha256()
             try:
-                with requests.get(url, stream=True, timeout=60) as resp:
+                with get(url, stream=True, timeout=timeout) as resp:
                     resp.raise_for_status()
                     total = int(resp.headers.get("content-length", 0))
                     done = 0

@@ -109,6 +109,9 @@ class Stack:
     build_number: int
     sources: tuple[Source, ...]
     requirements: dict[str, RecipeRequirements] = field(hash=False, compare=True)
+    # Non-empty: why this stack is incomplete (written by `update --allow-failing`). A draft loads,
+    # so `check` and `update` can work on it, but it never renders into recipes.
+    draft: str = ""
 
     def version_of(self, upstream: str) -> str:
         return {"vllm": self.vllm, "torch": self.torch, "triton": self.triton}[upstream]
@@ -168,8 +171,8 @@ class Spec:
         raise SpecError(f"{self.origin}: no stack named {wanted!r}", f"use one of: {known}")
 
     def stack_for(self, upstream: str, version: str) -> Stack:
-        """The stack that pins ``upstream`` (vllm/torch/triton) at ``version``."""
-        for stack in self.stacks:
+        """The stack that pins ``upstream`` (vllm/torch/triton) at ``version`` (complete stacks first)."""
+        for stack in sorted(self.stacks, key=lambda s: bool(s.draft)):
             if stack.version_of(upstream) == version:
                 return stack
         have = ", ".join(sorted({s.version_of(upstream) for s in self.stacks}))
@@ -198,16 +201,22 @@ def builtin_patch_library() -> Path:
     return Path(str(resources.files("pascal_forge").joinpath("patchlib")))
 
 
-def load_spec(path: Path | None = None) -> Spec:
-    """The built-in spec, with the user file at ``path`` merged on top of it."""
+def load_spec(path: Path | None = None, text: str | None = None) -> Spec:
+    """The built-in spec, with the user file at ``path`` merged on top of it.
+
+    ``text`` stands for the file's content (`update` validates a new spec before writing it).
+    """
     base = _parse_toml(builtin_spec_text(), "built-in spec")
     origin = "built-in spec"
     library = builtin_patch_library()
     if path is not None:
-        try:
-            text = path.read_text("utf-8")
-        except OSError as exc:
-            raise SpecError(f"cannot read spec file {path}: {exc.strerror}", "check the --spec path") from exc
+        if text is None:
+            try:
+                text = path.read_text("utf-8")
+            except OSError as exc:
+                raise SpecError(
+                    f"cannot read spec file {path}: {exc.strerror}", "check the --spec path"
+                ) from exc
         user = _parse_toml(text, str(path))
         origin = str(path)
         _check_keys(user, {"schema", "default_stack", "stacks", "patch_library"}, origin)
@@ -284,6 +293,7 @@ _STACK_KEYS = {
     "build_number",
     "sources",
     "requirements",
+    "draft",
 }
 _SOURCE_KEYS = {
     "recipe",
@@ -337,8 +347,11 @@ def _build_stack(name: str, raw: dict[str, Any], where: str) -> Stack:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SpecError(f"{where}: duplicate sources {dupes}", "give each source a unique name per recipe")
+    draft = raw.get("draft", "")
+    if not isinstance(draft, str):
+        raise SpecError(f"{where}.draft must be a string saying why the stack is a draft", 'draft = "why"')
     for kind in RECIPES:
-        if not any(s.recipe == kind.recipe and s.patched for s in sources):
+        if not draft and not any(s.recipe == kind.recipe and s.patched for s in sources):
             raise SpecError(
                 f"{where}: recipe {kind.recipe} has no source marked patched = true",
                 "mark the upstream source its patches apply to",
@@ -360,6 +373,7 @@ def _build_stack(name: str, raw: dict[str, Any], where: str) -> Stack:
         build_number=build_number,
         sources=sources,
         requirements=requirements,
+        draft=" ".join(draft.split()),
     )
 
 

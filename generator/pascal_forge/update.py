@@ -1,4 +1,7 @@
-"""Refresh pins and derived data from upstream: PyPI sdists and grayskull's PyPI->conda mapping.
+"""Refresh pins and derived data from upstream: `pascal-forge update` and `derive-requirements`.
+
+`update --vllm VERSION` plans (and with --write adds) a stack for a new vLLM release: see
+newstack.py for the steps, upstream.py for the PyPI and conda-forge clients.
 
 vllm-pascal's run dependencies are not typed by hand: they come from vLLM's own requirement
 files (``requirements/common.txt`` + ``requirements/cuda.txt``), evaluated for linux-64 and each
@@ -10,15 +13,24 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-from dataclasses import dataclass
+import json
+import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from pascal_forge.errors import SourceError, SpecError
+from pascal_forge.errors import PinUnresolvedError, SourceError, SpecError, UpdateBlockedError
+from pascal_forge.patches import Outcome, PatchResult
+from pascal_forge.render import toml_dep
+from pascal_forge.spec import Dependency
+
+if TYPE_CHECKING:
+    from pascal_forge.check import RecipeCheck
+    from pascal_forge.newstack import UpdatePlan, Written
 
 
 @dataclass(frozen=True)
@@ -147,27 +159,41 @@ BEGIN_MARK = "# BEGIN derived"
 END_MARK = "# END derived"
 
 
-def derived_block(stack_vllm: str, torch: str, triton: str, pythons: tuple[str, ...], tree: Path) -> str:
-    """The spec text between the markers (markers included) for vllm-pascal's run requirements."""
+def derived_run(
+    torch: str, triton: str, pythons: tuple[str, ...], tree: Path
+) -> tuple[tuple[Dependency, ...], str]:
+    """vllm-pascal's run requirements from the vLLM tree, and the grayskull version that mapped them."""
     mapping, gs_version = grayskull_mapping()
     lines = read_requirement_files(tree, ("cuda.txt",))
     mapped = map_requirements(lines, pythons, mapping, {"torch": f"pytorch =={torch} *pascal*"})
+    deps = [
+        Dependency("python"),
+        Dependency(
+            f"triton =={triton} *pascal*",
+            note="the Pascal triton build; stock triton cannot lower fp16 tl.dot for sm_6x",
+        ),
+        Dependency("cuda-version >=12.0,<13"),
+        Dependency("__cuda"),
+    ]
+    for m in mapped:
+        note = f"pypi {m.pypi}" + (
+            f"[{','.join(m.dropped_extras)}], extras have no conda equivalent" if m.dropped_extras else ""
+        )
+        deps.append(Dependency(m.spec, m.python, note))
+    return tuple(deps), gs_version
+
+
+def derived_block(stack_vllm: str, torch: str, triton: str, pythons: tuple[str, ...], tree: Path) -> str:
+    """The spec text between the markers (markers included) for vllm-pascal's run requirements."""
+    deps, gs_version = derived_run(torch, triton, pythons, tree)
     out = [
         f"{BEGIN_MARK}: vLLM {stack_vllm} requirements/cuda.txt (+ common.txt) mapped with grayskull {gs_version}'s",
         "# PyPI->conda table for linux-64; regenerate with `pascal-forge derive-requirements --write`.",
         "run = [",
-        '  "python",',
-        f'  {{ spec = "triton =={triton} *pascal*", note = "the Pascal triton build; stock triton cannot lower fp16 tl.dot for sm_6x" }},',
-        '  "cuda-version >=12.0,<13",',
-        '  "__cuda",',
+        *(f"  {toml_dep(d)}," for d in deps),
+        "]",
+        END_MARK,
     ]
-    for m in mapped:
-        extra = f', python = "{m.python}"' if m.python else ""
-        note = f"pypi {m.pypi}" + (
-            f"[{','.join(m.dropped_extras)}], extras have no conda equivalent" if m.dropped_extras else ""
-        )
-        out.append(f'  {{ spec = "{m.spec}"{extra}, note = "{note}" }},')
-    out += ["]", END_MARK]
     return "\n".join(out)
 
 
@@ -200,6 +226,7 @@ def run_derive(args: Any) -> int:
 
 
 def configure_parser(sub: Any) -> None:
+    _configure_update(sub)
     parser = sub.add_parser(
         "derive-requirements",
         help="derive vllm-pascal's run requirements from vLLM's requirement files",
@@ -215,3 +242,237 @@ def configure_parser(sub: Any) -> None:
     parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="download cache")
     parser.add_argument("--write", action="store_true", help="rewrite the block in the built-in spec file")
     parser.set_defaults(func=run_derive)
+
+
+# --------------------------------------------------------------------------------------------
+# `pascal-forge update`
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_update(args: argparse.Namespace) -> int:
+    from pascal_forge.check import parse_source_dirs
+    from pascal_forge.newstack import UpdateOptions, plan_update, write_update
+    from pascal_forge.sources import default_cache_dir
+    from pascal_forge.spec import load_spec
+
+    spec_path: Path | None = args.spec
+    if args.write and spec_path is None:
+        raise SpecError(
+            "--write needs --spec FILE: the new stack is added to that file (created if missing); "
+            "the built-in spec is package data",
+            "e.g. --spec pascal-forge.toml; maintainers of pascal-forge itself: "
+            "--spec generator/pascal_forge/data/default-spec.toml",
+        )
+    spec = load_spec(None if spec_path is not None and args.write and not spec_path.exists() else spec_path)
+    opts = UpdateOptions(
+        vllm=args.vllm,
+        cache=args.cache_dir or default_cache_dir(),
+        index_url=args.index_url,
+        conda_channel=args.conda_channel,
+        timeout=args.timeout,
+        conda_timeout=min(args.timeout, 20.0),
+        retries=args.retries,
+        base=args.base,
+        local=parse_source_dirs(args.source_dir),
+        revs=_parse_revs(args.rev),
+    )
+    plan = plan_update(spec, opts, _log if not args.json else lambda _msg: None)
+    draft = "; ".join(f"{b.what}: {b.detail}" for b in plan.blockers)
+    written = None
+    if args.write and (plan.ready or args.allow_failing):
+        assert spec_path is not None
+        written = write_update(plan, spec_path, args.out or Path(f"recipes-{plan.stack.name}"), draft)
+    print(plan_json(plan, written) if args.json else format_plan(plan, spec.origin, written, args))
+    if plan.blockers and not args.allow_failing:
+        pins = [b for b in plan.blockers if b.pin]
+        first = (pins or list(plan.blockers))[0]
+        error = PinUnresolvedError if pins else UpdateBlockedError
+        raise error(
+            f"stack {plan.stack.name} is not ready ({len(plan.blockers)} issue(s); first: "
+            f"{first.what}: {first.detail}); nothing was written",
+            first.hint + "; or pass --allow-failing to write it as a draft",
+        )
+    return 0
+
+
+def _parse_revs(values: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, rev = value.partition("=")
+        if not sep or not name or not rev:
+            raise SpecError(f"--rev {value!r} is not NAME=COMMIT", "e.g. --rev triton=<40-hex commit>")
+        out[name] = rev.strip().lower()
+    return out
+
+
+_STATUS = {
+    Outcome.CLEAN: "applies",
+    Outcome.ALREADY: "obsolete: already upstream",
+    Outcome.NOT_CHECKED: "not checked (see its source below)",
+}
+
+
+def _status(r: PatchResult) -> str:
+    return _STATUS.get(r.outcome, r.summary)
+
+
+def _patch_rows(checks: tuple[RecipeCheck, ...]) -> list[str]:
+    rows = [("recipe", "patch", "status")]
+    rejected: dict[int, tuple[str, ...]] = {}
+    for chk in checks:
+        for r in chk.results:
+            if r.rejected:
+                rejected[len(rows)] = r.rejected
+            rows.append((chk.recipe, r.patch.id, _status(r)))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append(f"  {row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
+        for hunk in rejected.get(i, ()):
+            lines.append("      rejected hunk:")
+            lines.extend(f"      | {h}" for h in hunk.splitlines())
+    lines.extend(f"  source of {c.recipe}: {c.source} ({c.verified})" for c in checks)
+    return lines
+
+
+def format_plan(plan: UpdatePlan, origin: str, written: Written | None, args: argparse.Namespace) -> str:
+    stack, base = plan.stack, plan.base
+    out = [
+        f"pascal-forge update: vLLM {stack.vllm} -> stack {stack.name} "
+        f"(vllm {stack.vllm}, torch {stack.torch}, triton {stack.triton}, CUDA {stack.cuda}; "
+        f"base {base.name} of {origin})",
+        "",
+        f'pins ("*" = differs from {base.name})',
+    ]
+    width = max(len(p.what) for p in plan.pins)
+    for pin in plan.pins:
+        out.append(f"  {'*' if pin.changed else ' '} {pin.what:<{width}}  {pin.value}")
+        out.append(f"    {'':<{width}}  {pin.origin}")
+    reqs = ", ".join(plan.changed_requirements) or "none"
+    out += ["", f"requirements that differ from {base.name} (written in full): {reqs}"]
+    out += ["", "patches (library patches whose versions cover the new release; in order, no fuzz)"]
+    out += _patch_rows(plan.checks) if plan.checks else ["  (none)"]
+    if plan.trials:
+        out += ["", f"trial: {base.name}'s patches on the new sources (their versions do not cover it)"]
+        out += _patch_rows(plan.trials)
+    if plan.notes:
+        out += ["", "notes"]
+        out += [f"  - {n}" for n in plan.notes]
+    if plan.blockers:
+        out += ["", f"blocked ({len(plan.blockers)})"]
+        for i, b in enumerate(plan.blockers, 1):
+            out += [f"  {i}. {b.what}: {b.detail}", f"     next: {b.hint}"]
+    out.append("")
+    if written is not None:
+        kind = "draft stack" if plan.blockers else "stack"
+        out.append(f"wrote {kind} {stack.name} to {written.spec}")
+        if written.recipes is not None:
+            out.append(
+                f"wrote {written.files} files to {written.recipes} (render with the engine or build them)"
+            )
+        else:
+            out.append(
+                "no recipes rendered: a draft never renders (resolve the issues above, run update again)"
+            )
+    elif not plan.blockers:
+        target = args.spec or "FILE"
+        out.append(f"ready: `pascal-forge update --vllm {stack.vllm} --spec {target} --write` adds the stack")
+    elif args.allow_failing:
+        out.append("not ready; --write --allow-failing would write it as a draft")
+    return "\n".join(out)
+
+
+def plan_json(plan: UpdatePlan, written: Written | None) -> str:
+    from pascal_forge.check import as_data
+
+    data = {
+        "stack": plan.stack.name,
+        "base": plan.base.name,
+        "versions": {"vllm": plan.stack.vllm, "torch": plan.stack.torch, "triton": plan.stack.triton},
+        "ready": plan.ready,
+        "pins": [asdict(p) for p in plan.pins],
+        "sources": [asdict(s) for s in plan.stack.sources],
+        "changed_requirements": list(plan.changed_requirements),
+        "patches": as_data(list(plan.checks)),
+        "trials": as_data(list(plan.trials)),
+        "notes": list(plan.notes),
+        "blockers": [asdict(b) for b in plan.blockers],
+        "written": None
+        if written is None
+        else {"spec": str(written.spec), "recipes": str(written.recipes or ""), "files": written.files},
+    }
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def _configure_update(sub: Any) -> None:
+    from pascal_forge.upstream import DEFAULT_CONDA_CHANNEL, DEFAULT_INDEX
+
+    parser = sub.add_parser(
+        "update",
+        help="plan (and with --write add) a stack for a new vLLM release: pins, patches, recipes",
+        description=(
+            "Discover a vLLM release and everything it pins: the sdist and its sha256 (PyPI's Simple\n"
+            "API, PEP 691), torch (vLLM's requirements/cuda.txt), triton (the torch wheel's PEP 658\n"
+            "metadata), the triton and LLVM commits, vLLM's CMake sub-projects and conda-forge's\n"
+            "pytorch artifacts. Carry every library patch whose versions cover the new release\n"
+            "forward, apply it to the new sources (the engine of `check`) and report per patch:\n"
+            "applies / applies with offset / fails (with the rejected hunk) / obsolete.\n\n"
+            "Nothing is written without --write. With it the stack is added to --spec FILE and its\n"
+            "recipes rendered, only if nothing blocks; --allow-failing writes a draft stack instead\n"
+            "(drafts never render). Exit 22: a pin needs your input; 23: patches or sources block."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  pascal-forge update --vllm 0.8.5.post1                        # print the plan\n"
+            "  pascal-forge update --vllm 0.8.5.post1 --spec my.toml --write # add it, recipes-vllm-0.8.5.post1/\n"
+            "  pascal-forge update --vllm 0.9.2 --source-dir triton=~/src/triton --json\n"
+            "  pascal-forge update --vllm 0.9.2 --spec my.toml --write --allow-failing   # a draft"
+        ),
+    )
+    parser.add_argument(
+        "--vllm", required=True, metavar="VERSION", help="exact vLLM release, e.g. 0.8.5.post1"
+    )
+    parser.add_argument(
+        "--spec",
+        type=Path,
+        metavar="FILE",
+        help="spec merged over the built-in one; --write adds the stack to it",
+    )
+    parser.add_argument("--base", metavar="NAME", help="stack to start from (default: newest not newer)")
+    parser.add_argument("--index-url", default=DEFAULT_INDEX, metavar="URL", help=f"default: {DEFAULT_INDEX}")
+    parser.add_argument(
+        "--conda-channel",
+        default=DEFAULT_CONDA_CHANNEL,
+        metavar="URL",
+        help=f"default: {DEFAULT_CONDA_CHANNEL}",
+    )
+    parser.add_argument(
+        "--source-dir",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a local copy of source NAME (e.g. a triton clone: its cmake/llvm-hash.txt and patch check)",
+    )
+    parser.add_argument(
+        "--rev",
+        action="append",
+        default=[],
+        metavar="NAME=COMMIT",
+        help="pin git source NAME (triton, llvm-project, cutlass, ...) where it cannot be derived here",
+    )
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="download cache")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per request (default: 30)")
+    parser.add_argument("--retries", type=int, default=3, metavar="N", help="per request (default: 3)")
+    parser.add_argument(
+        "--write", action="store_true", help="add the stack to --spec FILE and render recipes"
+    )
+    parser.add_argument("--out", type=Path, metavar="DIR", help="recipes folder (default: recipes-<stack>)")
+    parser.add_argument(
+        "--allow-failing", action="store_true", help="exit 0 when blocked; with --write, write a draft stack"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable plan on stdout")
+    parser.set_defaults(func=run_update)
