@@ -16,7 +16,7 @@ class NetworkBlockedError(RuntimeError):
 @pytest.fixture(autouse=True)
 def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Unit tests must not touch the network: connecting anywhere but loopback raises."""
-    if request.node.get_closest_marker("integration"):
+    if request.node.get_closest_marker("integration") or request.node.get_closest_marker("online"):
         yield
         return
     real_connect = socket.socket.connect

@@ -124,10 +124,14 @@ def stack_name(vllm: str) -> str:
 
 
 def choose_base(spec: Spec, vllm: str, name: str | None) -> Stack:
-    """``name``, else the complete stack with the newest vLLM not newer than ``vllm`` (else the oldest)."""
+    """``name``, else the complete stack with the newest vLLM not newer than ``vllm`` (else the oldest).
+
+    The stack being refreshed (same name, from an earlier run) is no base of itself.
+    """
     if name:
         return spec.stack(name)
     complete = [s for s in spec.stacks if not s.draft] or list(spec.stacks)
+    complete = [s for s in complete if s.name != stack_name(vllm)] or complete
     older = [s for s in complete if Version(s.vllm) <= Version(vllm)]
     if older:
         return max(older, key=lambda s: (Version(s.vllm), s.name == spec.default_stack))
@@ -480,19 +484,13 @@ def _overlay(
             prefer,
         )
     except CondaUnreachableError as exc:
-        return _overlay_from_spec(p, base, torch, str(exc))
+        return _overlay_from_spec(p, base, torch, f"conda-forge not reachable ({exc})")
     missing = [py for py in base.python if py not in found]
     if missing:
-        p.block(
-            "pytorch overlay artifacts",
-            f"{channel} has no pytorch {torch} CUDA {base.cuda} build for Python {', '.join(missing)}",
-            "narrow the stack's python list, or pick a CUDA version conda-forge builds torch for",
-            pin=True,
-        )
+        why = f"{channel} has no pytorch {torch} CUDA {base.cuda} build for Python {', '.join(missing)}"
+        return _overlay_from_spec(p, base, torch, why)
     sources = []
     for py in base.python:
-        if py not in found:
-            continue
         art = found[py]
         src = Source(
             recipe="pytorch-pascal",
@@ -515,8 +513,10 @@ def _overlay(
 def _overlay_from_spec(
     p: _Planner, base: Stack, torch: str, why: str
 ) -> tuple[list[Source], RecipeRequirements | None]:
+    """Overlay artifacts pinned by a stack of the spec with the same torch and CUDA (``why``: why not
+    from the channel)."""
     origin = p.spec.origin
-    p.notes.append(f"conda-forge not reachable ({why}): taking overlay artifacts from {origin}")
+    p.notes.append(f"{why}: taking overlay artifacts from {origin}")
     donors = [s for s in (base, *p.spec.stacks) if s.torch == torch and s.cuda == base.cuda and not s.draft]
     for donor in donors:
         arts = [s for s in donor.sources_for("pytorch-pascal") if s.patched]
@@ -526,16 +526,16 @@ def _overlay_from_spec(
                 p.pin(
                     f"pytorch overlay py{s.python}",
                     s.file_name or s.url,
-                    f"stack {donor.name} of {origin} (conda-forge not reachable)",
+                    f"stack {donor.name} of {origin} (not from the channel, see notes)",
                     False,
                 )
             return arts, donor.requirements.get("pytorch-pascal")
     p.block(
         "pytorch overlay artifacts",
-        f"conda-forge is not reachable and no stack of {origin} pins conda-forge's pytorch {torch} "
-        f"(CUDA {base.cuda}) for Python {', '.join(base.python)}",
+        f"{why}, and no stack of {origin} pins conda-forge's pytorch {torch} (CUDA {base.cuda}) for "
+        f"Python {', '.join(base.python)}",
         f'run where conda-forge is reachable, or add a stack with torch = "{torch}" and its pytorch-pascal '
-        "sources (url + sha256 per Python, cited) to a --spec file and run again",
+        "sources (url + sha256 per Python, cited) to a --spec file and run again; or narrow python",
         pin=True,
     )
     return [], None
@@ -640,7 +640,7 @@ def _carry_patches(
                 f"{kind.recipe} patches",
                 f"no patch in {p.spec.patch_library / kind.upstream / 'series.toml'} covers {kind.upstream} "
                 f"{version}; a recipe without them would ship stock {kind.upstream}",
-                "port the patches (the trial below shows which of the base's still apply) and widen their "
+                "port the patches (the trial in this report shows which of the base's still apply) and widen their "
                 "`versions` in series.toml",
             )
             if old:

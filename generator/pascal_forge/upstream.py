@@ -325,18 +325,19 @@ def conda_artifacts(
         for rec in records:
             if not spec.matches(rec):
                 continue
-            m = _PY_IN_BUILD.search(rec.build)
+            build = str(rec.build)
+            m = _PY_IN_BUILD.search(build)
             if not m or f"{m.group(1)}.{m.group(2)}" not in pythons:
                 continue
             art = CondaArtifact(
                 python=f"{m.group(1)}.{m.group(2)}",
                 url=str(rec.url),
                 sha256=rec.sha256.hex() if isinstance(rec.sha256, bytes) else str(rec.sha256),
-                file_name=rec.file_name,
-                build=rec.build,
+                file_name=str(rec.file_name),
+                build=build,
                 build_number=int(rec.build_number),
-                depends=tuple(rec.depends),
-                constrains=tuple(rec.constrains),
+                depends=tuple(str(d) for d in rec.depends),
+                constrains=tuple(str(c) for c in rec.constrains),
                 channel=channel,
             )
             old = best.get(art.python)
