@@ -135,7 +135,7 @@ def serve(index: LocalIndex) -> Iterator[LocalIndex]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(index))
     server.daemon_threads = True
     index.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield index
@@ -156,7 +156,7 @@ def serve_directory(root: Path) -> Iterator[str]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -29,6 +29,7 @@ PATCHED_MOE = BODY.replace("line 5\n", "line 5 half atomicAdd\n")
 PATCHED_TORCH = BODY.replace("line 12\n", "line 12 major >= 6\n")
 PATCHED_TRITON = BODY.replace("line 3\n", "line 3 extf\n")
 TORCH_GATE = "torch/utils/_triton.py"
+DEVICE_INTERFACE = "torch/_dynamo/device_interface.py"
 TRITON_FILE = "lib/Dialect/TritonGPU/Transforms/AccelerateMatmul.cpp"
 
 
@@ -258,15 +259,18 @@ def world(tmp_path: Path) -> Iterator[World]:
         index.add("vllm", "vllm-0.8.5.post2.tar.gz", sdist("vllm", "0.8.5.post2", drifted))
         index.add("vllm", "vllm-0.9.0.tar.gz", sdist("vllm", "0.9.0", vllm_tree(torch="2.7.0")))
         index.add("vllm", "vllm-0.9.0-cp38-abi3-manylinux1_x86_64.whl", b"not used")
-        for version, triton, plat in (
+        index.add("vllm", "vllm-0.10.2.tar.gz", sdist("vllm", "0.10.2", vllm_tree(torch="2.8.0")))
+        torches = (
             ("2.6.0", "3.2.0", "manylinux1_x86_64"),
             ("2.7.0", "3.3.0", "manylinux_2_28_x86_64"),
-        ):
+            ("2.8.0", "3.4.0", "manylinux_2_28_x86_64"),
+        )
+        for version, triton, plat in torches:
             for py in ("311", "312"):
                 index.add(
                     "torch",
                     f"torch-{version}-cp{py}-cp{py}-{plat}.whl",
-                    wheel({TORCH_GATE: BODY, "torch/__init__.py": ""}),
+                    wheel({TORCH_GATE: BODY, DEVICE_INTERFACE: BODY, "torch/__init__.py": ""}),
                     metadata=torch_metadata(version, triton),
                 )
             index.add(
@@ -389,6 +393,26 @@ def test_new_triton_needs_its_commit(world: World, capsys: pytest.CaptureFixture
     assert "--rev triton=<commit>" not in out
     assert world.triton_33 in out and "tag v3.3.0" in out
     assert LLVM_33 in out and "cmake/llvm-hash.txt" in out
+
+
+def test_known_upstream_changes_are_named(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch 2.8's third Inductor gate must be patched; vLLM 0.10.2's V1-on-Pascal is flagged for review."""
+    code, out, _ = run(world.args("--vllm", "0.10.2", "--source-dir", f"triton={world.triton_repo}"), capsys)
+    assert code == 22  # triton 3.4.0's commit is unknown and no spec pins torch 2.8.0's overlay
+    assert "third Inductor capability gate (is_triton_capable" in out
+    assert f"no patch covering 2.8.0 targets {DEVICE_INTERFACE}" in out
+    assert "vLLM >= 0.10.2 runs the V1 engine on cc < 8" in out
+    # A library patch for the gate answers it.
+    torch_lib = world.tmp / "patchlib" / "torch"
+    (torch_lib / "0002-dynamo-gate.patch").write_text(udiff(DEVICE_INTERFACE, BODY, PATCHED_TORCH))
+    with (torch_lib / "series.toml").open("a") as fh:
+        fh.write(
+            '\n[[patch]]\nid = "dynamo-gate"\nfile = "0002-dynamo-gate.patch"\nversions = ">=2.8,<2.9"\n'
+            f'targets = ["{DEVICE_INTERFACE}"]\nreason = "test"\nproof = "test"\n'
+        )
+    code, out, _ = run(world.args("--vllm", "0.10.2", "--source-dir", f"triton={world.triton_repo}"), capsys)
+    assert "is_triton_capable" not in out
+    assert any("dynamo-gate" in line and line.rstrip().endswith("applies") for line in out.splitlines())
 
 
 # ---- faults from the server: clear errors, nothing written ---------------------------------------
@@ -642,3 +666,16 @@ def test_real_pypi_plan_for_0_8_5_post1(tmp_path: Path, capsys: pytest.CaptureFi
         variants = engine_render(out_dir / recipe / "recipe.yaml", out_dir / "variants.yaml")
         assert len(variants) == 2, recipe
         assert all("_pascal_h" in v.build_string for v in variants)
+
+
+def test_the_built_in_spec_may_hold_update_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Maintainers write into data/default-spec.toml; its stacks may extend an earlier one."""
+    import pascal_forge.spec as spec_module
+
+    text = spec_module.builtin_spec_path().read_text()
+    block = '# BEGIN stack "vllm-9.9.9"\n[stacks."vllm-9.9.9"]\nextends = "vllm-0.8.5"\nvllm = "9.9.9"\n# END stack "vllm-9.9.9"\n'
+    monkeypatch.setattr(spec_module, "builtin_spec_text", lambda: text + "\n" + block)
+    spec = load_spec()
+    stack = spec.stack("vllm-9.9.9")
+    assert stack.vllm == "9.9.9"
+    assert stack.sources == spec.stack("vllm-0.8.5").sources

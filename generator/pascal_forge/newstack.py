@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from pascal_forge.check import RecipeCheck, check_recipe
@@ -43,6 +44,7 @@ from pascal_forge.spec import (
 )
 from pascal_forge.update import derived_run, read_requirement_files
 from pascal_forge.upstream import (
+    DEFAULT_CONDA_CHANNEL,
     DEFAULT_INDEX,
     CondaArtifact,
     CondaUnreachableError,
@@ -81,7 +83,7 @@ class UpdateOptions:
     vllm: str
     cache: Path
     index_url: str = DEFAULT_INDEX
-    conda_channel: str = "https://conda.anaconda.org/conda-forge"
+    conda_channel: str = DEFAULT_CONDA_CHANNEL
     timeout: float = 30
     conda_timeout: float = 20
     retries: int = 3
@@ -200,6 +202,8 @@ def plan_update(spec: Spec, opts: UpdateOptions, log: Log) -> UpdatePlan:
 def _vllm_sdist(p: _Planner, base: Stack, version: str) -> tuple[Source, Path]:
     p.log(f"looking up vllm {version} in {p.index.url} …")
     sdist = p.index.sdist("vllm", version)
+    if sdist.yanked:
+        p.notes.append(f"{sdist.filename} is yanked on the index; check why before building it")
     archive = p.index.download(sdist, p.opts.cache, p.log)
     old = base.patched_source("vllm-pascal")
     src = Source(
@@ -626,6 +630,48 @@ def _requirements(
 # ---- carrying the patches forward ----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Watch:
+    """A known upstream change that a stack entering ``versions`` must answer (DESIGN.md)."""
+
+    upstream: str
+    versions: str
+    file: str  # a patch of the series must target it ("" = review only, reported as a note)
+    what: str
+
+
+WATCHES: tuple[Watch, ...] = (
+    Watch(
+        "torch",
+        ">=2.8",
+        "torch/_dynamo/device_interface.py",
+        "torch >= 2.8 adds a third Inductor capability gate (is_triton_capable in "
+        "torch/_dynamo/device_interface.py) next to torch/utils/_triton.py and the scheduler's",
+    ),
+    Watch(
+        "vllm",
+        ">=0.10.2",
+        "",
+        "vLLM >= 0.10.2 runs the V1 engine on cc < 8 (V0, with its XFORMERS attention, is gone): the "
+        "Python-side patches were made for V0 paths and need review against V1's attention backends",
+    ),
+)
+
+
+def _watch(p: _Planner, base: Stack, upstream: str, version: str, series: tuple[PatchEntry, ...]) -> None:
+    for w in WATCHES:
+        if w.upstream != upstream or Version(version) not in SpecifierSet(w.versions):
+            continue
+        if w.file and not any(w.file in patch.targets for patch in series):
+            p.block(
+                f"{upstream} {version}",
+                f"{w.what}; no patch covering {version} targets {w.file}",
+                f"add a patch for {w.file} to the library (versions covering {version})",
+            )
+        elif not w.file and Version(base.version_of(upstream)) not in SpecifierSet(w.versions):
+            p.notes.append(w.what)
+
+
 def _carry_patches(
     p: _Planner, base: Stack, stack: Stack
 ) -> tuple[tuple[RecipeCheck, ...], tuple[RecipeCheck, ...]]:
@@ -634,6 +680,7 @@ def _carry_patches(
         version = stack.version_of(kind.upstream)
         series = p.spec.patches_for(kind.upstream, version)
         p.log(f"[{kind.recipe}] carrying {len(series)} patch(es) forward to {kind.upstream} {version} …")
+        _watch(p, base, kind.upstream, version, series)
         if not series:
             old = p.spec.patches_for(kind.upstream, base.version_of(kind.upstream))
             p.block(

@@ -209,6 +209,13 @@ def load_spec(path: Path | None = None, text: str | None = None) -> Spec:
     base = _parse_toml(builtin_spec_text(), "built-in spec")
     origin = "built-in spec"
     library = builtin_patch_library()
+    builtin: dict[str, Any] = {}
+    for name, raw in _table(base, "stacks", origin).items():
+        # `update --spec <this file> --write` adds stacks that extend an earlier one.
+        builtin[name] = _extend(
+            _as_table(raw, f"{origin}: stacks.{name}"), builtin, f"{origin}: stacks.{name}"
+        )
+    base["stacks"] = builtin
     if path is not None:
         if text is None:
             try:

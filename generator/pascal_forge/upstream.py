@@ -208,7 +208,13 @@ class SimpleIndex:
                 "use an index that does (PyPI)",
             )
         url = file.url.split("#", 1)[0] + ".metadata"
-        body = self._get(url, f"metadata of {file.filename}").content
+        try:
+            body = self._get(url, f"metadata of {file.filename}").content
+        except UpstreamNotFoundError as exc:
+            raise UpstreamNotFoundError(
+                f"{file.filename}: the index has no PEP 658 metadata file for it ({url}: 404)",
+                "use an index that serves .metadata files (PyPI does)",
+            ) from exc
         if file.metadata_sha256:
             actual = hashlib.sha256(body).hexdigest()
             if actual != file.metadata_sha256:
