@@ -279,3 +279,23 @@ def test_index_html_escapes_and_is_stable() -> None:
     assert "&lt;script&gt;" in page
     assert "1.5 KiB" in page
     assert page == render_index((_pkg("linux-64", "a"), evil), None)  # input order does not matter
+
+
+@pytest.mark.integration
+def test_channel_index_reindexes_and_fixes_modes(
+    channel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`channel index` (used by build.yml to merge the jobs' packages) makes the channel publishable."""
+    extra = (
+        make_channel(tmp_path / "other", [Pkg("extra", "1.0", "h0_0")]) / "linux-64" / "extra-1.0-h0_0.conda"
+    )
+    added = channel / "linux-64" / extra.name
+    shutil.copyfile(extra, added)
+    added.chmod(0o600)  # as the engine writes packages
+    assert consistency_problems(channel)
+    assert main(["channel", "index", "--channel-dir", str(channel)]) == 0
+    assert "5 packages" in capsys.readouterr().out
+    assert consistency_problems(channel) == []
+    assert added.stat().st_mode & 0o777 == 0o644
+    publish(channel, tmp_path / "site")
+    assert (tmp_path / "site" / "linux-64" / extra.name).is_file()
