@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pascal_forge.update",
     "pascal_forge.build",
     "pascal_forge.resolve",
+    "pascal_forge.hosting",
 )
 
 

@@ -193,3 +193,38 @@ class DraftStackError(PascalForgeError):
 
     exit_code = 24
     code = "stack-draft"
+
+
+class PublishError(PascalForgeError):
+    """`channel publish` refused its target (unsafe folder, overlap with the channel, name clash)."""
+
+    exit_code = 30
+    code = "publish-refused"
+
+
+class ServeError(PascalForgeError):
+    """`channel serve` could not start (address in use, not allowed to bind)."""
+
+    exit_code = 31
+    code = "serve-failed"
+
+
+class UploadTokenError(PascalForgeError):
+    """`channel upload` has no token: the environment variable the target needs is unset or empty."""
+
+    exit_code = 32
+    code = "upload-token-missing"
+
+
+class UploadError(PascalForgeError):
+    """The engine's upload to prefix.dev / anaconda.org / quetz / artifactory failed."""
+
+    exit_code = 33
+    code = "upload-failed"
+
+
+class HostingUrlError(PascalForgeError):
+    """A URL given to publish or upload (--base-url, a server, a channel URL) is not usable."""
+
+    exit_code = 34
+    code = "url-invalid"
