@@ -15,7 +15,7 @@ from pascal_forge.render import check_tree, render_patch_docs, render_tree, writ
 from pascal_forge.spec import Spec, load_spec
 
 #: Modules that add their own sub-command through ``configure_parser(subparsers)``.
-COMMAND_MODULES = ("pascal_forge.check", "pascal_forge.cuda", "pascal_forge.update")
+COMMAND_MODULES = ("pascal_forge.check", "pascal_forge.cuda", "pascal_forge.update", "pascal_forge.doctor")
 
 
 def _spec_option(parser: argparse.ArgumentParser) -> None:
