@@ -63,8 +63,7 @@ class Context:
     # ---- fix commands ------------------------------------------------------------------------
 
     def spec(self, name: str) -> str:
-        version = {"triton": self.stack.triton, "pytorch": self.stack.torch, "vllm-pascal": self.stack.vllm}
-        return f"{name}=={version[name]}=*{BUILD_TOKEN}*"
+        return pascal_spec(self.stack, name)
 
     def conda_install(self, *specs: str, force: bool = True, pascal: bool = True) -> str:
         argv = ["conda", "install", "-p", str(self.prefix.root)]
@@ -93,6 +92,14 @@ class Context:
 
 
 Check = Callable[[Context], Finding]
+
+
+def pascal_spec(stack: Stack, name: str) -> str:
+    """The match spec of our build of ``name``, as the recipes write it: ``name ==version *pascal*``
+    (conda, mamba and rattler/pixi's strict parser all read this form; ``name==version=build`` is
+    refused by the strict one)."""
+    version = {"triton": stack.triton, "pytorch": stack.torch, "vllm-pascal": stack.vllm}[name]
+    return f"{name} =={version} *{BUILD_TOKEN}*"
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,7 +205,7 @@ def check_cuda_version(ctx: Context) -> Finding:
         "cuda-version",
         Status.PROBLEM,
         f"cuda-version {rec.version} is outside {allowed}: {why}",
-        ctx.conda_install(f"cuda-version={ctx.stack.cuda}", force=False, pascal=False),
+        ctx.conda_install(f"cuda-version {ctx.stack.cuda}.*", force=False, pascal=False),
     )
 
 
@@ -294,7 +301,12 @@ def _pip(ctx: Context, check: str, dists: tuple[str, ...], conda_name: str, harm
                 f"({who}; changed: {', '.join(ctx.prefix.rewritten(d))})"
             )
         elif ctx.prefix.site_packages is not None and d.path.parent == ctx.prefix.site_packages:
-            parts.append(f"{ctx.where(d.path)} ({who}) belongs to no conda package")
+            owner = (
+                "no readable conda package record (see conda-meta)"
+                if ctx.prefix.bad_records
+                else "no conda package"
+            )
+            parts.append(f"{ctx.where(d.path)} ({who}) belongs to {owner}")
         else:
             parts.append(f"{d.path} ({who}) is in the user site-packages, which Python searches first")
     first = found[0]
@@ -334,6 +346,13 @@ def check_ptxas(ctx: Context) -> Finding:
     site = ctx.prefix.site_packages
     if site is None or not (site / "triton").is_dir():
         return Finding("ptxas", Status.NOT_CHECKED, "triton is not installed")
+    rec = ctx.prefix.record("triton")
+    if rec is not None and BUILD_TOKEN not in rec.build:
+        return Finding(
+            "ptxas",
+            Status.NOT_CHECKED,
+            f"{rec.label} is not the Pascal build (see triton); its ptxas lookup differs",
+        )
     bundled = site / "triton" / "backends" / "nvidia" / "bin" / "ptxas"
     env = ctx.environ.get("TRITON_PTXAS_PATH", "")
     # triton 3.2.0 (_path_to_binary): $TRITON_PTXAS_PATH if it is a file, else the bundled path
@@ -342,7 +361,7 @@ def check_ptxas(ctx: Context) -> Finding:
     else:
         path, origin = bundled, ctx.where(bundled)
     tools = _requirement(ctx.stack, "triton-pascal", "cuda-nvcc-tools")
-    install_tools = ctx.conda_install(f"cuda-nvcc-tools{tools}", force=False, pascal=False)
+    install_tools = ctx.conda_install(f"cuda-nvcc-tools {tools}", force=False, pascal=False)
     if not path.is_file():
         dangling = path.is_symlink()
         detail = (
@@ -628,7 +647,15 @@ def format_report(ctx: Context, findings: Sequence[Finding]) -> str:
         "",
         f"{counts[Status.PROBLEM]} problem(s), {counts[Status.NOT_CHECKED]} not checked, {counts[Status.OK]} ok",
     ]
+    fixes = unique_fixes(findings)
+    if fixes:
+        lines += ["", "to fix, run in this order:", *(f"  {fix}" for fix in fixes)]
     return "\n".join(lines)
+
+
+def unique_fixes(findings: Sequence[Finding]) -> list[str]:
+    """Each problem's fix once, in report order (several problems often share one reinstall)."""
+    return list(dict.fromkeys(f.fix for f in findings if f.status == Status.PROBLEM and f.fix))
 
 
 def as_json(findings: Sequence[Finding]) -> str:
@@ -643,7 +670,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     if problems:
         raise EnvironmentBrokenError(
             f"{len(problems)} problem(s) in {ctx.prefix.root}: {', '.join(f.check for f in problems)}",
-            "run each `fix:` command shown (in order), then `pascal-forge doctor` again",
+            "run the commands under 'to fix' above, then `pascal-forge doctor` again",
         )
     return 0
 
