@@ -138,3 +138,23 @@ def test_fixtures_rebuild_and_still_match(tmp_path: Path) -> None:
         assert [[e.label for e in f.entries] for f in read_device_code(work / name).fatbins] == EXPECTED[
             name
         ][0]
+
+
+@pytest.mark.integration
+def test_matches_cuobjdump_on_torch_2_6_0(tmp_path: Path) -> None:
+    """A real, large library: libtorch_cuda_linalg.so of the sha256-pinned PyPI torch 2.6.0 wheel
+    (~100 fatbins, one per unit). Reader and cuobjdump list the same entries; it has sm_60 SASS."""
+    import zipfile
+
+    from pascal_forge.sources import default_cache_dir, download
+    from pascal_forge.spec import load_spec
+
+    tool = _toolchain() / "bin" / "cuobjdump"
+    (wheel,) = [s for s in load_spec().stack().check_sources_for("pytorch-pascal") if s.check_only]
+    with zipfile.ZipFile(download(wheel, default_cache_dir())) as zf:
+        lib = Path(zf.extract("torch/lib/libtorch_cuda_linalg.so", tmp_path))
+    code = read_device_code(lib)
+    assert len(code.fatbins) > 100
+    assert _ours(lib) == _cuobjdump(tool, lib)
+    assert code.runs_on((6, 0))
+    assert code.runs_on((6, 1))
