@@ -486,7 +486,7 @@ def check_vllm_dist(ctx: Context) -> Finding:
             "platform detection fails ('No package metadata was found for vllm')",
             ctx.reinstall("vllm-pascal"),
         )
-    dists = [d for d in ctx.prefix.dist_infos("vllm", "vllm-pascal") if d.owner is rec]
+    dists = [d for d in ctx.prefix.dist_infos("vllm", "vllm-pascal") if d.owner == rec]
     named = [d for d in dists if d.name == "vllm"]
     if named:
         return Finding(
