@@ -80,11 +80,11 @@ class Context:
     def reinstall(self, name: str) -> str:
         """Remove pip's copies of the package's distribution (they share its files), then reinstall."""
         dist = {"triton": "triton", "pytorch": "torch", "vllm-pascal": "vllm"}[name]
-        shadows = [d for d in self.prefix.dist_infos(dist) if self._pip_owned(d)]
+        shadows = [d for d in self.prefix.dist_infos(dist) if self.pip_owned(d)]
         install = self.conda_install(self.spec(name))
         return f"{self.pip_uninstall(dist)} && {install}" if shadows else install
 
-    def _pip_owned(self, dist: DistInfo) -> bool:
+    def pip_owned(self, dist: DistInfo) -> bool:
         return dist.owner is None or bool(self.prefix.rewritten(dist))
 
     def where(self, path: Path) -> str:
@@ -288,7 +288,7 @@ def check_pytorch(ctx: Context) -> Finding:
 
 
 def _pip(ctx: Context, check: str, dists: tuple[str, ...], conda_name: str, harm: str) -> Finding:
-    found = [d for d in ctx.prefix.dist_infos(*dists) if ctx._pip_owned(d)]
+    found = [d for d in ctx.prefix.dist_infos(*dists) if ctx.pip_owned(d)]
     if not found:
         where = "site-packages or the user site" if ctx.prefix.user_site else "site-packages"
         return Finding(check, Status.OK, f"no pip-installed {' or '.join(dists)} in {where}")
