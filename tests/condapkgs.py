@@ -26,8 +26,25 @@ TIMESTAMP = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
+class Executable:
+    """File content installed with mode 0755 (a script or tool the package ships)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Symlink:
+    """A symbolic link; ``target`` is relative to the link's folder, as packages ship them."""
+
+    target: str
+
+
+FileContent = bytes | Executable | Symlink
+
+
+@dataclass(frozen=True)
 class Pkg:
-    """A package to assemble: metadata plus files (path relative to the prefix -> bytes)."""
+    """A package to assemble: metadata plus files (path relative to the prefix -> content)."""
 
     name: str
     version: str
@@ -36,7 +53,7 @@ class Pkg:
     constrains: tuple[str, ...] = ()
     build_number: int = 0
     subdir: str = "linux-64"
-    files: Mapping[str, bytes] = field(default_factory=dict)
+    files: Mapping[str, FileContent] = field(default_factory=dict)
 
 
 def make_package(pkg: Pkg, out_dir: Path) -> Path:
@@ -49,7 +66,13 @@ def make_package(pkg: Pkg, out_dir: Path) -> Path:
         for rel, data in contents.items():
             target = files_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            if isinstance(data, Symlink):
+                target.symlink_to(data.target)
+            elif isinstance(data, Executable):
+                target.write_bytes(data.data)
+                target.chmod(0o755)
+            else:
+                target.write_bytes(data)
         scratch = Path(tmp) / "out"
         output = assemble_package(
             name=pkg.name,
@@ -133,9 +156,10 @@ def install_prefix(
     channels: Sequence[str | Path],
     specs: Sequence[str],
     cache_dir: Path,
+    priority: rattler.ChannelPriority = rattler.ChannelPriority.Strict,
 ) -> list[rattler.RepoDataRecord]:
     """Solve and install ``specs`` into ``prefix`` with py-rattler; returns the installed records."""
-    records = solve(channels, specs)
+    records = solve(channels, specs, priority)
     asyncio.run(rattler.install(records, target_prefix=prefix, cache_dir=cache_dir, show_progress=False))
     return records
 
@@ -143,3 +167,11 @@ def install_prefix(
 def _split_virtual(text: str) -> tuple[rattler.PackageName, rattler.Version, rattler.BuildString]:
     name, version, build = text.split("=")
     return rattler.PackageName(name), rattler.Version(version), rattler.BuildString(build)
+
+
+def overwrite(path: Path, data: bytes) -> None:
+    """Replace an installed file the way another installer (pip) does: a new file. Writing into
+    the existing one would change rattler's package cache too, which the file is hard-linked to."""
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)

@@ -27,7 +27,7 @@ What is stubbed (torch 2.6.0 is a CUDA wheel and cannot be imported here)
 
 Where the pristine files come from
 ----------------------------------
-``_pristine_torch_files()`` is the single place that acquires them: the spec's check-only source
+``torchfiles.pristine_source()`` is the single place that acquires them: the spec's check-only source
 (the sha256-pinned PyPI torch 2.6.0 wheel) through pascal_forge.sources, as `pascal-forge check`
 does, or a directory given by PASCAL_FORGE_TORCH_FILES. The tests are marked ``integration``.
 """
@@ -36,90 +36,34 @@ from __future__ import annotations
 import __future__
 
 import ast
-import hashlib
-import os
 import shutil
-import subprocess
 import sys
-import tomllib
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+import torchfiles
+from torchfiles import PRISTINE_SHA256, SCHEDULER_PY, SERIES, TRITON_PY
+from torchfiles import series as _series
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[1]
-SERIES = REPO / "generator" / "pascal_forge" / "patchlib" / "torch" / "series.toml"
-
-TRITON_PY = "torch/utils/_triton.py"
-SCHEDULER_PY = "torch/_inductor/scheduler.py"
-# sha256 of the two members as recorded in torch-2.6.0.dist-info/RECORD of the PyPI wheel
-# torch-2.6.0-cp311-cp311-manylinux1_x86_64.whl (wheel sha256 7979834102cd5b7a...c7446e1).
-PRISTINE_SHA256 = {
-    TRITON_PY: "c201efdcdce9b75740a78238468064965d7a3a98cc8ee99b35f1d57fe19bf921",
-    SCHEDULER_PY: "c0ae714697c6b8bb82b5bb4fd65d1267118569fa04ceee5378c35e80448782d9",
-}
-
-
-def _pristine_torch_files() -> Path:
-    """Return a directory containing the pristine torch 2.6.0 files (site-packages layout).
-
-    Obtained like `pascal-forge check` does: the spec's check-only source (the PyPI torch 2.6.0
-    wheel, sha256-pinned) downloaded into the cache and verified, then only the patch targets
-    unpacked. PASCAL_FORGE_TORCH_FILES may point at a directory holding the files instead.
-    """
-    env = os.environ.get("PASCAL_FORGE_TORCH_FILES")
-    if env:
-        return Path(env)
-    from pascal_forge.sources import default_cache_dir, obtain
-    from pascal_forge.spec import load_spec
-
-    stack = load_spec().stack()
-    (wheel,) = [s for s in stack.check_sources_for("pytorch-pascal") if s.check_only]
-    return obtain(wheel, default_cache_dir(), members=tuple(PRISTINE_SHA256)).tree
 
 
 # --------------------------------------------------------------------------------------------
 # trees
 
 
-def _copy_pristine(dst: Path) -> Path:
-    src = _pristine_torch_files()
-    for rel, want in PRISTINE_SHA256.items():
-        data = (src / rel).read_bytes()
-        got = hashlib.sha256(data).hexdigest()
-        assert got == want, f"{src / rel}: sha256 {got} is not torch 2.6.0's {want}"
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        (dst / rel).write_bytes(data)
-    return dst
-
-
-def _series() -> list[dict]:
-    with SERIES.open("rb") as fh:
-        return tomllib.load(fh)["patch"]
-
-
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if shutil.which("patch") is None:
         pytest.skip("GNU patch is not installed")
-    pristine = _copy_pristine(tmp_path_factory.mktemp("pristine"))
-    patched = _copy_pristine(tmp_path_factory.mktemp("patched"))
-    for entry in _series():
-        patch_file = SERIES.parent / entry["file"]
-        res = subprocess.run(
-            ["patch", "-p1", "-F0", "--batch", "--no-backup-if-mismatch", "-i", str(patch_file)],
-            cwd=patched,
-            check=False,
-            capture_output=True,
-            text=True,
-        )
-        assert res.returncode == 0, f"{entry['id']} does not apply:\n{res.stdout}{res.stderr}"
+    pristine = torchfiles.copy_pristine(tmp_path_factory.mktemp("pristine"))
+    patched = torchfiles.apply_series(torchfiles.copy_pristine(tmp_path_factory.mktemp("patched")))
     return {"pristine": pristine, "patched": patched}
 
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "pascal_forge.build",
     "pascal_forge.resolve",
     "pascal_forge.hosting",
+    "pascal_forge.doctor",
 )
 
 

@@ -228,3 +228,24 @@ class HostingUrlError(PascalForgeError):
 
     exit_code = 34
     code = "url-invalid"
+
+
+class EnvironmentBrokenError(PascalForgeError):
+    """`doctor` found at least one problem in the environment (each printed with its fix)."""
+
+    exit_code = 40
+    code = "environment-broken"
+
+
+class PrefixError(PascalForgeError):
+    """No conda environment to inspect: none given and none active, or the path is not one."""
+
+    exit_code = 41
+    code = "prefix-invalid"
+
+
+class FatbinError(PascalForgeError):
+    """A compiled library's ELF or ``.nv_fatbin`` section cannot be read."""
+
+    exit_code = 42
+    code = "fatbin-unreadable"
