@@ -49,6 +49,18 @@ def _blocked_getaddrinfo(real: Any) -> Any:
 def standin_upstream(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """An indexed channel standing in for conda-forge (unreachable here): real names, versions,
     build strings and dependency specs from public lock files (tests/data/conda-forge-standin.md)."""
-    from condapkgs import make_channel, standin_packages
+    from dataclasses import replace
 
-    return make_channel(tmp_path_factory.mktemp("conda-forge-standin"), standin_packages())
+    import fake_tools
+    from condapkgs import Executable, make_channel, standin_packages
+
+    packages = [
+        # triton 3.2.0 runs the ptxas of cuda-nvcc-tools; its stand-in prints the real banner.
+        replace(
+            p, files={"bin/ptxas": Executable(fake_tools.script(fake_tools.ptxas_text(p.version)).encode())}
+        )
+        if p.name == "cuda-nvcc-tools"
+        else p
+        for p in standin_packages()
+    ]
+    return make_channel(tmp_path_factory.mktemp("conda-forge-standin"), packages)
