@@ -1,5 +1,3 @@
-import sys
+from pascal_forge.cli import console
 
-from pascal_forge.cli import main
-
-sys.exit(main())
+console()

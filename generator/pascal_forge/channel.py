@@ -212,14 +212,14 @@ def add_packages(channel: Path, subdir: str, packages: Mapping[Path, str]) -> No
             json.dumps(record, indent=1, sort_keys=True) + "\n", "utf-8"
         )
         index_channel(staging, subdir)
-        _swap_in(staging / subdir, channel / subdir)
+        swap_in(staging / subdir, channel / subdir)
         if not (channel / "noarch" / "repodata.json").is_file():
-            _swap_in(staging / "noarch", channel / "noarch")
+            swap_in(staging / "noarch", channel / "noarch")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _swap_in(new: Path, live: Path) -> None:
+def swap_in(new: Path, live: Path) -> None:
     live.parent.mkdir(parents=True, exist_ok=True)
     if not live.exists():
         new.rename(live)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -159,5 +160,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def console() -> None:
+    """Console entry point: exit without interpreter finalization.
+
+    py-rattler 0.28's indexer leaves a native thread behind that can abort the interpreter at
+    shutdown ("PyGILState_Release ... finalizing") after the work is done and reported, turning
+    a success into a crash exit. Flushing and leaving with os._exit keeps the real exit code.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

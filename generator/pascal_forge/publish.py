@@ -30,10 +30,10 @@ from pascal_forge.channel import (
     PACKAGE_MODE,
     SUBDIRS,
     ChannelPackage,
-    _swap_in,
     channel_lock,
     consistency_problems,
     read_packages,
+    swap_in,
 )
 from pascal_forge.errors import ChannelError, HostingUrlError, PublishError
 
@@ -94,7 +94,7 @@ def publish(channel: Path, target: Path, base_url: str | None = None) -> Publish
             _verify_tree(staging, packages, base)
             staging.chmod(0o755)  # mkdtemp makes it 0700; a web server must read it
             if target.exists():
-                _swap_in(staging, target)  # the old tree is now at `staging` and removed below
+                swap_in(staging, target)  # the old tree is now at `staging` and removed below
             else:
                 staging.rename(target)
         finally:
