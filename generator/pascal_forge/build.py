@@ -26,7 +26,14 @@ from rattler_build.stage0 import Stage0Recipe
 from rattler_build.tool_config import PlatformConfig
 from rattler_build.variant_config import VariantConfig
 
-from pascal_forge.channel import add_packages, channel_lock, ensure_channel, read_build_record, read_packages
+from pascal_forge.channel import (
+    add_packages,
+    channel_lock,
+    ensure_channel,
+    human_size,
+    read_build_record,
+    read_packages,
+)
 from pascal_forge.errors import BuildError, RenderError
 
 TARGET_PLATFORM = "linux-64"
@@ -346,22 +353,13 @@ def summary_table(outcomes: tuple[BuildOutcome, ...]) -> str:
             f"{o.target.variant.name} {o.target.variant.version}",
             o.target.variant.build_string,
             o.status,
-            _human(o.size),
+            human_size(o.size),
             o.sha256,
         )
         for o in outcomes
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jinja2
 import zstandard
 
 from pascal_forge.channel import (
@@ -32,10 +31,12 @@ from pascal_forge.channel import (
     ChannelPackage,
     channel_lock,
     consistency_problems,
+    human_size,
     read_packages,
     swap_in,
 )
 from pascal_forge.errors import ChannelError, HostingUrlError, PublishError
+from pascal_forge.render import environment
 
 #: Written into every published tree; a non-empty target without it is never replaced.
 MARKER = ".pascal-forge-publish.json"
@@ -201,26 +202,10 @@ def _verify_tree(out: Path, packages: tuple[ChannelPackage, ...], base: str | No
         )
 
 
-def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError  # unreachable: the loop returns at GiB
-
-
 def render_index(packages: tuple[ChannelPackage, ...], base: str | None) -> str:
     """index.html: one row per package, sorted, with no timestamps (same channel, same bytes)."""
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("pascal_forge", "templates"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=True,
-    )
-    env.filters["human_size"] = _human_size
+    env = environment(html=True)
+    env.filters["human_size"] = human_size
     rows = sorted(packages, key=lambda p: (p.name, p.version, p.build, p.subdir))
     links = {
         (p.subdir, p.file_name): (base + p.file_name if base else f"{p.subdir}/{p.file_name}")

@@ -187,14 +187,15 @@ def _py_nodot(py: str) -> str:
     return py.replace(".", "")
 
 
-def environment() -> jinja2.Environment:
+def environment(*, html: bool = False) -> jinja2.Environment:
+    """The one jinja environment for every template (``html``: escape, for index.html)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pascal_forge", "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,  # YAML and shell, not HTML
+        autoescape=html,  # YAML, TOML, Nix and shell are not HTML
     )
     env.filters["yaml_str"] = _yaml_str
     env.filters["v1_dep"] = _v1_dep

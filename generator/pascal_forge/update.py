@@ -27,6 +27,7 @@ from pascal_forge.errors import PinUnresolvedError, SourceError, SpecError, Upda
 from pascal_forge.patches import Outcome, PatchResult
 from pascal_forge.render import toml_dep
 from pascal_forge.spec import Dependency
+from pascal_forge.upstream import LINUX_X86_64
 
 if TYPE_CHECKING:
     from pascal_forge.check import RecipeCheck
@@ -134,12 +135,7 @@ def _marker_true(req: Requirement, python: str) -> bool:
         **dict(default_environment()),  # type: ignore[arg-type]
         "python_version": python,
         "python_full_version": f"{python}.0",
-        "platform_system": "Linux",
-        "sys_platform": "linux",
-        "platform_machine": "x86_64",
-        "os_name": "posix",
-        "implementation_name": "cpython",
-        "platform_python_implementation": "CPython",
+        **LINUX_X86_64,
     }
     return req.marker.evaluate(env)
 
