@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,7 +65,8 @@ def make_tree(root: Path, vllm_script: str = "") -> Path:
 
 
 def options(channel: Path, **kw: object) -> BuildOptions:
-    return BuildOptions(channel_dir=channel, channels=(), test="skip", **kw)  # type: ignore[arg-type]
+    kw.setdefault("channels", ())
+    return BuildOptions(channel_dir=channel, test="skip", **kw)  # type: ignore[arg-type]
 
 
 def empty_upstream(root: Path) -> Path:
@@ -236,3 +238,21 @@ def test_cli_summary_and_missing_backend(tmp_path: Path, capsys: pytest.CaptureF
         )
         assert rc == BuildError.exit_code
         assert "`conda-build` is not on PATH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["rattler-build", "conda-build"])
+def test_cli_backends_give_the_same_channel(backend: str, tmp_path: Path) -> None:
+    if shutil.which(backend) is None:
+        pytest.skip(f"the {backend} CLI is not installable here (it comes from conda channels, unreachable)")
+    tree, upstream = make_tree(tmp_path), empty_upstream(tmp_path)
+    engine = build_channel(tree, options(tmp_path / "engine", channels=(str(upstream),)), lambda _: None)
+    cli = build_channel(
+        tree, options(tmp_path / backend, channels=(str(upstream),), backend=backend), lambda _: None
+    )
+    assert [o.target.recipe for o in cli] == [o.target.recipe for o in engine]
+    assert consistency_problems(tmp_path / backend) == []
+    assert sorted(p.name for p in read_packages(tmp_path / backend)) == [
+        "demo-app",
+        "demo-base",
+        "demo-overlay",
+    ]
