@@ -100,8 +100,9 @@ def _copy_pristine(dst: Path) -> Path:
 
 
 def _series() -> list[dict]:
+    """The 2.6.0 entries (the library also holds the rebased 2.8.0 series, see test_torch_gates_280.py)."""
     with SERIES.open("rb") as fh:
-        return tomllib.load(fh)["patch"]
+        return [e for e in tomllib.load(fh)["patch"] if e["versions"] == "==2.6.0"]
 
 
 @pytest.fixture(scope="module")
