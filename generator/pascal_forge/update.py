@@ -17,6 +17,7 @@ from typing import Any
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from pascal_forge.errors import SourceError, SpecError
 
@@ -132,6 +133,13 @@ BEGIN_MARK = "# BEGIN derived"
 END_MARK = "# END derived"
 
 
+def _triton_note(triton: str) -> str:
+    if Version(triton) < Version("3.4"):
+        return "the Pascal triton build; stock triton cannot lower fp16 tl.dot for sm_6x"
+    # 3.4 lowers fp16 tl.dot for sm_6x upstream (triton PR #7158); the L1 eviction hints remain.
+    return "the Pascal triton build; stock triton emits ld/st .L1::evict_* that ptxas rejects below sm_70"
+
+
 def derived_block(stack_vllm: str, torch: str, triton: str, pythons: tuple[str, ...], tree: Path) -> str:
     """The spec text between the markers (markers included) for vllm-pascal's run requirements."""
     mapping, gs_version = grayskull_mapping()
@@ -142,7 +150,7 @@ def derived_block(stack_vllm: str, torch: str, triton: str, pythons: tuple[str, 
         "# PyPI->conda table for linux-64; regenerate with `pascal-forge derive-requirements --write`.",
         "run = [",
         '  "python",',
-        f'  {{ spec = "triton =={triton} *pascal*", note = "the Pascal triton build; stock triton cannot lower fp16 tl.dot for sm_6x" }},',
+        f'  {{ spec = "triton =={triton} *pascal*", note = "{_triton_note(triton)}" }},',
         '  "cuda-version >=12.0,<13",',
         '  "__cuda",',
     ]
@@ -156,9 +164,17 @@ def derived_block(stack_vllm: str, torch: str, triton: str, pythons: tuple[str, 
     return "\n".join(out)
 
 
-def replace_block(text: str, block: str, origin: str) -> str:
-    start = text.find(BEGIN_MARK)
-    end = text.find(END_MARK)
+def replace_block(text: str, block: str, origin: str, stack: str | None = None) -> str:
+    """``text`` with the derived block replaced: the first one, or the one of ``stack``'s
+    ``[stacks."NAME".requirements.vllm-pascal]`` table when the spec holds several stacks."""
+    after = 0
+    if stack is not None:
+        header = f'[stacks."{stack}".requirements.vllm-pascal]'
+        after = text.find(header)
+        if after < 0:
+            raise SpecError(f"{origin}: no {header} table", "add the table with the derived block markers")
+    start = text.find(BEGIN_MARK, after)
+    end = text.find(END_MARK, start)
     if start < 0 or end < start:
         raise SpecError(f"{origin}: no '{BEGIN_MARK}' ... '{END_MARK}' block", "restore the markers")
     return text[:start] + block + text[end + len(END_MARK) :]
@@ -176,7 +192,7 @@ def run_derive(args: Any) -> int:
         print(block)
         return 0
     path = builtin_spec_path()
-    new = replace_block(path.read_text("utf-8"), block, str(path))
+    new = replace_block(path.read_text("utf-8"), block, str(path), stack.name)
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text(new, "utf-8")
     tmp.replace(path)
