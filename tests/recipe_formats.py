@@ -38,20 +38,34 @@ def _eval_selector(expr: str, py: str) -> bool:
     return bool(eval(expr, {"__builtins__": {}}, env))  # noqa: S307 - restricted to the regex above
 
 
-def _compiler(lang: str) -> str:
-    return {"c": "gcc_linux-64 13.*", "cxx": "gxx_linux-64 13.*", "cuda": "cuda-nvcc_linux-64 12.6.*"}[lang]
+def _build_config(recipe_dir: Path) -> dict[str, str]:
+    """The first value of each key of the conda_build_config.yaml beside the recipes (conda-build -m)."""
+    data = yaml.safe_load((recipe_dir.parent / "conda_build_config.yaml").read_text("utf-8"))
+    return {k: str(v[0]) for k, v in data.items()}
 
 
-def _stdlib(lang: str) -> str:
-    return {"c": "sysroot_linux-64 2.17.*"}[lang]
+def _compiler(cbc: dict[str, str]) -> Any:
+    def compiler(lang: str) -> str:
+        name = {"c": "c_compiler", "cxx": "cxx_compiler", "cuda": "cuda_compiler"}[lang]
+        return f"{cbc[name]}_linux-64 {cbc[name + '_version']}.*"
+
+    return compiler
+
+
+def _stdlib(cbc: dict[str, str]) -> Any:
+    def stdlib(lang: str) -> str:
+        return {"c": f"{cbc['c_stdlib']}_linux-64 {cbc['c_stdlib_version']}.*"}[lang]
+
+    return stdlib
 
 
 def meta_yaml(recipe_dir: Path, python: str) -> dict[str, Any]:
     text = (recipe_dir / "meta.yaml").read_text("utf-8")
+    cbc = _build_config(recipe_dir)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     rendered = env.from_string(text).render(
-        compiler=_compiler,
-        stdlib=_stdlib,
+        compiler=_compiler(cbc),
+        stdlib=_stdlib(cbc),
         CONDA_PY=python.replace(".", ""),
         PKG_HASH="0000000",
         PKG_BUILDNUM="0",

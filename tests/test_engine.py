@@ -13,7 +13,7 @@ from recipe_formats import from_engine, from_meta
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-TREES = [ROOT / "recipes", ROOT / "tests" / "golden"]
+TREES = [ROOT / "recipes", ROOT / "tests" / "golden", ROOT / "recipes-vllm-0.11.0"]
 RECIPES = ["triton-pascal", "pytorch-pascal", "vllm-pascal"]
 
 
@@ -68,3 +68,33 @@ def test_dependants_pin_the_pascal_builds() -> None:
         assert "triton ==3.2.0 *pascal*" in reqs.run
         assert not any(r.startswith("triton 3.2.0.*") for r in reqs.run)
         assert any(r.startswith("libtorch ==2.6.0 cuda126_") for r in reqs.run)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_second_stack_build_strings_carry_the_pascal_token(recipe: str) -> None:
+    from pascal_forge.build import engine_render
+
+    tree = ROOT / "recipes-vllm-0.11.0"
+    variants = engine_render(tree / recipe / "recipe.yaml", tree / "variants.yaml")
+    assert [v.variant["python"] for v in variants] == ["3.13.*"]
+    for v in variants:
+        if recipe == "pytorch-pascal":  # upstream's shape: libtorch constrains cuda129_mkl_*_302
+            assert v.build_string.startswith("cuda129_mkl_py313_pascal_h"), v.build_string
+            assert v.build_string.endswith("_302"), v.build_string
+        else:
+            assert v.build_string.startswith("cuda129py313_pascal_h"), v.build_string
+
+
+def test_second_stack_dependants_pin_its_pascal_builds() -> None:
+    tree = ROOT / "recipes-vllm-0.11.0"
+    vllm = from_engine(tree / "vllm-pascal", tree / "variants.yaml")
+    torch = from_engine(tree / "pytorch-pascal", tree / "variants.yaml")
+    for reqs in vllm.values():
+        assert "triton ==3.4.0 *pascal*" in reqs.run
+        assert "pytorch ==2.8.0 *pascal*" in reqs.run
+        assert "pytorch ==2.8.0 *pascal*" in reqs.host
+        assert not any(r.startswith(("torch ", "triton 3", "pytorch 2.6")) for r in reqs.run)
+    for reqs in torch.values():
+        assert "triton ==3.4.0 *pascal*" in reqs.run
+        assert not any(r == "triton 3.4.0" for r in reqs.run)
+        assert "libtorch ==2.8.0 cuda129_mkl_hf53477d_302" in reqs.run

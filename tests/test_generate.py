@@ -85,6 +85,11 @@ def test_committed_recipes_are_up_to_date() -> None:
     assert main(["generate", "--check", "--out", str(ROOT / "recipes")]) == 0
 
 
+def test_committed_recipes_of_the_second_stack_are_up_to_date() -> None:
+    out = ROOT / "recipes-vllm-0.11.0"
+    assert main(["generate", "--vllm", "0.11.0", "--check", "--out", str(out)]) == 0
+
+
 def test_check_lists_what_is_stale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main(["generate", "--out", str(tmp_path)])
     (tmp_path / "vllm-pascal" / "build.sh").write_text("edited\n")

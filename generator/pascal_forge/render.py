@@ -11,10 +11,11 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jinja2
+from packaging.version import Version
 
 from pascal_forge.errors import DraftStackError, PatchLibraryError, RenderError, StaleRecipesError
 from pascal_forge.spec import (
@@ -109,6 +110,66 @@ VLLM_SOURCE_ENV: dict[str, str] = {
     "flashmla": "FLASH_MLA_SRC_DIR",
     "vllm-flash-attn": "VLLM_FLASH_ATTN_SRC_DIR",
 }
+
+
+def recipe_info(recipe: str, stack: Stack) -> RecipeInfo:
+    """RECIPE_INFO, with the sentences that depend on the upstream versions adjusted."""
+    info = RECIPE_INFO[recipe]
+    if recipe == "triton-pascal" and Version(stack.triton) >= Version("3.4"):
+        # 3.4 lowers fp16 tl.dot for sm_6x itself (triton PR #7158); only the cache-policy fix is ours.
+        return replace(
+            info,
+            summary="Triton with the cache-policy fix for NVIDIA Pascal (sm_60/sm_61)",
+            description=(
+                "Triton built from the pinned commit of its release branch (see the spec), with the",
+                "patch below. The build string carries the 'pascal' token; pytorch and vllm-pascal",
+                "from this channel require it. Patches:",
+            ),
+        )
+    if recipe == "pytorch-pascal" and Version(stack.torch) >= Version("2.8"):
+        # conda-forge dropped 6.1 from TORCH_CUDA_ARCH_LIST for CUDA 12.8/12.9 (pytorch-cpu-feedstock
+        # 7b937ea1); sm_60 SASS runs on sm_61 (same major version).
+        return replace(
+            info,
+            description=(
+                "A repackaged conda-forge pytorch artifact (pinned by sha256). Its CUDA libraries already",
+                "carry sm_60 kernels, which sm_61 GPUs run too; only the Python gates below change, and",
+                "its triton dependency is the Pascal build. Patches:",
+            ),
+        )
+    if recipe == "vllm-pascal" and Version(stack.vllm) >= Version("0.11"):
+        # 0.11 removed the V0 engine; V1 picks FlexAttention below cc 8.0 (vllm/platforms/cuda.py).
+        return replace(
+            info,
+            description=(
+                info.description[0],
+                "On Pascal, vLLM runs the V1 engine: FlexAttention by default below cc 8.0, TRITON_ATTN",
+                "or XFORMERS through VLLM_ATTENTION_BACKEND; dtype=auto picks fp16, since bf16 needs",
+                "cc 8.0. Patches:",
+            ),
+        )
+    return info
+
+
+def version_facts(stack: Stack) -> dict[str, object]:
+    """Upstream layout facts the build scripts and package tests depend on."""
+    return {
+        "torch_pascal_kernels": (
+            "sm_60/sm_61 kernels"
+            if Version(stack.torch) < Version("2.8")
+            else "sm_60 kernels, which sm_61 runs"
+        ),
+        # triton moved setup.py from python/ to the repository root in 3.4.
+        "triton_setup_subdir": "/python" if Version(stack.triton) < Version("3.4") else "",
+        # torch 2.8 added a third gate, CudaInterface.is_triton_capable (torch/_dynamo/device_interface.py).
+        "torch_is_triton_capable_gate": Version(stack.torch) >= Version("2.8"),
+        # triton < 3.4 aborts on an fp16 tl.dot for sm_6x without our promotion patch.
+        "triton_stock_fp16_dot_fails": Version(stack.triton) < Version("3.4"),
+        # ASTSource(constants=...) became ASTSource(constexprs=...) in triton 3.3.
+        "triton_astsource_constants_kw": "constants"
+        if Version(stack.triton) < Version("3.3")
+        else "constexprs",
+    }
 
 
 @dataclass(frozen=True)
@@ -261,8 +322,9 @@ def _context(plan: RecipePlan, spec_origin: str) -> dict[str, object]:
         "archs_space": " ".join(stack.archs),
         "archs_semicolon": ";".join(stack.archs),
         "pythons": stack.python,
-        "info": RECIPE_INFO[plan.kind.recipe],
+        "info": recipe_info(plan.kind.recipe, stack),
         "src_env": VLLM_SOURCE_ENV,
+        **version_facts(stack),
     }
 
 

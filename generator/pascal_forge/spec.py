@@ -287,6 +287,7 @@ def _build_spec(data: dict[str, Any], origin: str, library: Path) -> Spec:
     default = _str(data, "default_stack", origin)
     spec = Spec(stacks, default, load_patch_library(library), library, origin)
     spec.stack(default)  # validates the name
+    check_series_unambiguous(spec)
     return spec
 
 
@@ -481,16 +482,36 @@ def load_patch_library(
             data = tomllib.loads(series.read_text("utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise PatchLibraryError(f"{series}: not valid TOML: {exc}", "fix the syntax") from exc
-        seen: set[str] = set()
+        # One id may appear once per version range (a patch rebased for a newer upstream keeps
+        # its id); two entries of one id that both select a version are caught per stack.
+        seen: set[tuple[str, str]] = set()
         for order, raw in enumerate(data.get("patch", []), start=1):
             where = f"{series} patch #{order}"
             _check_keys(raw, _PATCH_KEYS, where, error=PatchLibraryError)
             entry = _build_patch(raw, upstream, library, order, where)
-            if entry.id in seen:
-                raise PatchLibraryError(f"{where}: duplicate patch id {entry.id!r}", "ids must be unique")
-            seen.add(entry.id)
+            if (entry.id, entry.versions) in seen:
+                raise PatchLibraryError(
+                    f"{where}: duplicate patch id {entry.id!r} for versions {entry.versions!r}",
+                    "an id may appear once per version range",
+                )
+            seen.add((entry.id, entry.versions))
             entries.append(entry)
     return tuple(entries)
+
+
+def check_series_unambiguous(spec: Spec) -> None:
+    """Every stack's version selects each patch id at most once."""
+    for stack in spec.stacks:
+        for kind in RECIPES:
+            version = stack.version_of(kind.upstream)
+            ids = [p.id for p in spec.patches_for(kind.upstream, version)]
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise PatchLibraryError(
+                    f"{spec.patch_library / kind.upstream / 'series.toml'}: {kind.upstream} {version} "
+                    f"(stack {stack.name}) is selected by more than one entry of patch id(s) {dupes}",
+                    "make the version ranges of entries that share an id disjoint",
+                )
 
 
 def _build_patch(raw: dict[str, Any], upstream: str, library: Path, order: int, where: str) -> PatchEntry:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from pascal_forge.errors import PinUnresolvedError, SourceError, SpecError, UpdateBlockedError
 from pascal_forge.patches import Outcome, PatchResult
@@ -155,6 +156,13 @@ BEGIN_MARK = "# BEGIN derived"
 END_MARK = "# END derived"
 
 
+def _triton_note(triton: str) -> str:
+    if Version(triton) < Version("3.4"):
+        return "the Pascal triton build; stock triton cannot lower fp16 tl.dot for sm_6x"
+    # 3.4 lowers fp16 tl.dot for sm_6x upstream (triton PR #7158); the L1 eviction hints remain.
+    return "the Pascal triton build; stock triton emits ld/st .L1::evict_* that ptxas rejects below sm_70"
+
+
 def derived_run(
     torch: str, triton: str, pythons: tuple[str, ...], tree: Path
 ) -> tuple[tuple[Dependency, ...], str]:
@@ -166,7 +174,7 @@ def derived_run(
         Dependency("python"),
         Dependency(
             f"triton =={triton} *pascal*",
-            note="the Pascal triton build; stock triton cannot lower fp16 tl.dot for sm_6x",
+            note=_triton_note(triton),
         ),
         Dependency("cuda-version >=12.0,<13"),
         Dependency("__cuda"),
@@ -193,9 +201,17 @@ def derived_block(stack_vllm: str, torch: str, triton: str, pythons: tuple[str, 
     return "\n".join(out)
 
 
-def replace_block(text: str, block: str, origin: str) -> str:
-    start = text.find(BEGIN_MARK)
-    end = text.find(END_MARK)
+def replace_block(text: str, block: str, origin: str, stack: str | None = None) -> str:
+    """``text`` with the derived block replaced: the first one, or the one of ``stack``'s
+    ``[stacks."NAME".requirements.vllm-pascal]`` table when the spec holds several stacks."""
+    after = 0
+    if stack is not None:
+        header = f'[stacks."{stack}".requirements.vllm-pascal]'
+        after = text.find(header)
+        if after < 0:
+            raise SpecError(f"{origin}: no {header} table", "add the table with the derived block markers")
+    start = text.find(BEGIN_MARK, after)
+    end = text.find(END_MARK, start)
     if start < 0 or end < start:
         raise SpecError(f"{origin}: no '{BEGIN_MARK}' ... '{END_MARK}' block", "restore the markers")
     return text[:start] + block + text[end + len(END_MARK) :]
@@ -213,7 +229,7 @@ def run_derive(args: Any) -> int:
         print(block)
         return 0
     path = builtin_spec_path()
-    new = replace_block(path.read_text("utf-8"), block, str(path))
+    new = replace_block(path.read_text("utf-8"), block, str(path), stack.name)
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text(new, "utf-8")
     tmp.replace(path)
