@@ -300,6 +300,7 @@ def _run_cli(target: BuildTarget, options: BuildOptions, channels: list[str], ou
     exe = shutil.which(options.backend) or options.backend
     chan_args = [arg for c in channels for arg in ("-c", c)]
     recipes = target.recipe_dir.parent
+    python = target.variant.variant.get("python", "").removesuffix(".*")
     if options.backend == "rattler-build":
         cmd = [
             exe,
@@ -314,7 +315,9 @@ def _run_cli(target: BuildTarget, options: BuildOptions, channels: list[str], ou
             options.test,
             *chan_args,
         ]
-        cmd += [arg for k, v in options.variants for arg in ("--variant", f"{k}={v}")]
+        # One variant per call, like the engine path: this target's Python (`--variant` overrides).
+        if python:
+            cmd += ["--variant", f"python={python}"]
     else:
         cmd = [
             exe,
@@ -328,6 +331,8 @@ def _run_cli(target: BuildTarget, options: BuildOptions, channels: list[str], ou
             *chan_args,
         ]
         cmd += [] if options.test == "native" else ["--no-test"]
+        if python:
+            cmd += ["--python", python]
     before = set(out.glob(f"{target.subdir}/*.conda"))
     res = subprocess.run(cmd, check=False)
     if res.returncode != 0:
