@@ -15,7 +15,6 @@ Steps build.sh runs:
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 import shutil
@@ -34,9 +33,13 @@ class UnsafeArchiveError(Exception):
 
 
 def _members(artifact: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    """Every tar member of a .conda (pkg and info tars) or .tar.bz2, with its tar file."""
+    """Every tar member of a .conda (pkg and info tars) or .tar.bz2, with its tar file.
+
+    Streamed (tar mode ``r|``): a member's data must be read before the next one is requested,
+    and nothing holds the whole archive (torch's pkg tar is gigabytes) in memory.
+    """
     if artifact.name.endswith(".tar.bz2"):
-        with tarfile.open(artifact, "r:bz2") as tar:
+        with tarfile.open(artifact, "r|bz2") as tar:
             for member in tar:
                 yield tar, member
         return
@@ -44,8 +47,11 @@ def _members(artifact: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]
         for name in sorted(zf.namelist()):
             if not name.endswith(".tar.zst"):
                 continue
-            raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(zf.read(name))).read()
-            with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            with (
+                zf.open(name) as packed,
+                zstandard.ZstdDecompressor().stream_reader(packed) as raw,
+                tarfile.open(fileobj=raw, mode="r|") as tar,
+            ):
                 for member in tar:
                     yield tar, member
 
