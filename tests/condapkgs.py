@@ -19,7 +19,8 @@ from pathlib import Path
 import rattler
 from rattler_build import assemble_package
 
-from pascal_forge.channel import index_channel
+from pascal_forge import resolve
+from pascal_forge.channel import channel_url, index_channel
 
 #: Fixed timestamp: the same inputs give byte-identical packages.
 TIMESTAMP = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
@@ -131,24 +132,11 @@ def make_channel(channel: Path, packages: Sequence[Pkg]) -> Path:
 
 
 def solve(
-    channels: Sequence[str | Path],
-    specs: Sequence[str],
-    priority: rattler.ChannelPriority = rattler.ChannelPriority.Strict,
-    virtual: Sequence[str] = ("__cuda=12.6=0", "__glibc=2.36=0", "__unix=0=0", "__linux=6.1=0"),
+    channels: Sequence[str | Path], specs: Sequence[str], priority: str = "strict"
 ) -> list[rattler.RepoDataRecord]:
-    """Solve ``specs`` for linux-64 from channels given as paths or URLs (in priority order)."""
-    sources = [rattler.Channel(c.resolve().as_uri() if isinstance(c, Path) else c) for c in channels]
-    virtual_packages = [rattler.GenericVirtualPackage(*_split_virtual(v)) for v in virtual]
-    return asyncio.run(
-        rattler.solve(
-            sources,
-            list(specs),
-            platforms=["linux-64", "noarch"],
-            virtual_packages=virtual_packages,
-            channel_priority=priority,
-            timestamp_policy="allow-missing",
-        )
-    )
+    """Solve ``specs`` for linux-64 from channels given as paths or URLs (in priority order), with
+    the solver call resolve-check makes (its virtual packages: a CUDA 12.6 Linux box)."""
+    return resolve.solve([channel_url(c) for c in channels], list(specs), priority)
 
 
 def install_prefix(
@@ -156,17 +144,12 @@ def install_prefix(
     channels: Sequence[str | Path],
     specs: Sequence[str],
     cache_dir: Path,
-    priority: rattler.ChannelPriority = rattler.ChannelPriority.Strict,
+    priority: str = "strict",
 ) -> list[rattler.RepoDataRecord]:
     """Solve and install ``specs`` into ``prefix`` with py-rattler; returns the installed records."""
     records = solve(channels, specs, priority)
     asyncio.run(rattler.install(records, target_prefix=prefix, cache_dir=cache_dir, show_progress=False))
     return records
-
-
-def _split_virtual(text: str) -> tuple[rattler.PackageName, rattler.Version, rattler.BuildString]:
-    name, version, build = text.split("=")
-    return rattler.PackageName(name), rattler.Version(version), rattler.BuildString(build)
 
 
 def overwrite(path: Path, data: bytes) -> None:

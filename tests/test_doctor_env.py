@@ -94,9 +94,7 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
 def install(tmp_path: Path, channels: Channels, specs: list[str]) -> Path:
     """Install from the good channel and the faults one (no priority: the specs pick the builds)."""
     prefix = tmp_path / "env"
-    install_prefix(
-        prefix, [channels.good, channels.faults], specs, channels.cache, rattler.ChannelPriority.Disabled
-    )
+    install_prefix(prefix, [channels.good, channels.faults], specs, channels.cache, "disabled")
     return prefix
 
 

@@ -125,16 +125,16 @@ def channel(tmp_path_factory: pytest.TempPathFactory, recipes: Path) -> Path:
     staged = root / "standins"
     built = {}
     for rec in planned_records(recipes):
-        if rec["name"] in files:
+        if rec.name in files:
             pkg = Pkg(
-                str(rec["name"]),
-                str(rec["version"]),
-                str(rec["build"]),
-                tuple(rec["depends"]),  # type: ignore[arg-type]
-                tuple(rec["constrains"]),
-                int(rec["build_number"]),
-                files=files[str(rec["name"])],
-            )  # type: ignore[call-overload]
+                rec.name,
+                rec.version,
+                rec.build,
+                rec.depends,
+                rec.constrains,
+                rec.build_number,
+                files=files[rec.name],
+            )
             built[make_package(pkg, staged)] = "metadata-faithful stand-in"
     add_packages(channel, "linux-64", built)
     return channel

@@ -29,6 +29,7 @@ from rattler_build.variant_config import VariantConfig
 from pascal_forge.channel import (
     add_packages,
     channel_lock,
+    channel_url,
     ensure_channel,
     human_size,
     read_build_record,
@@ -50,20 +51,25 @@ class EngineVariant:
     recipe: dict[str, Any]  # the stage-1 recipe as a dict (sources, requirements, ...)
 
 
-def engine_render(recipe_file: Path, variant_file: Path) -> list[EngineVariant]:
+def _render(recipe_file: Path, variant_file: Path) -> list[Any]:
+    """The engine's rendered variants (``RenderedVariant``) of one recipe for linux-64."""
     try:
-        recipe = Stage0Recipe.from_file(recipe_file)
-        variants = recipe.render(
-            VariantConfig.from_file(variant_file),
-            RenderConfig(platform=PlatformConfig(target_platform=TARGET_PLATFORM)),
+        return list(
+            Stage0Recipe.from_file(recipe_file).render(
+                VariantConfig.from_file(variant_file),
+                RenderConfig(platform=PlatformConfig(target_platform=TARGET_PLATFORM)),
+            )
         )
     except Exception as exc:  # the engine raises its own exception types; report them uniformly
         raise RenderError(
             f"rattler-build could not render {recipe_file} with {variant_file}: {exc}",
             "fix the template or spec that produced this recipe",
         ) from exc
+
+
+def engine_render(recipe_file: Path, variant_file: Path) -> list[EngineVariant]:
     out = []
-    for v in variants:
+    for v in _render(recipe_file, variant_file):
         data = v.recipe.to_dict()
         out.append(
             EngineVariant(
@@ -257,14 +263,16 @@ def _up_to_date(channel: Path, target: BuildTarget) -> Path | None:
 
 
 def _outcome(target: BuildTarget, status: str, path: Path, start: float) -> BuildOutcome:
-    data = path.read_bytes()
-    return BuildOutcome(
-        target, status, path.name, len(data), hashlib.sha256(data).hexdigest(), time.perf_counter() - start
-    )
+    # Size and sha256 as the index lists them (verified against the file by ensure_channel and
+    # written by add_packages): no second read of packages that can be gigabytes.
+    (pkg,) = [
+        p for p in read_packages(path.parent.parent) if (p.subdir, p.file_name) == (target.subdir, path.name)
+    ]
+    return BuildOutcome(target, status, path.name, pkg.size, pkg.sha256, time.perf_counter() - start)
 
 
 def _run_backend(target: BuildTarget, options: BuildOptions, channel: Path, scratch: Path) -> Path:
-    channels = [channel.as_uri(), *(_channel_url(c) for c in options.channels)]
+    channels = [channel_url(channel), *(channel_url(c) for c in options.channels)]
     out = scratch / "output"
     if options.backend == "engine":
         return _run_engine(target, options, channels, out)
@@ -274,10 +282,9 @@ def _run_backend(target: BuildTarget, options: BuildOptions, channel: Path, scra
 def _run_engine(target: BuildTarget, options: BuildOptions, channels: list[str], out: Path) -> Path:
     from rattler_build.tool_config import ToolConfiguration
 
-    rendered = Stage0Recipe.from_file(target.recipe_dir / "recipe.yaml").render(
-        VariantConfig.from_file(target.recipe_dir.parent / "variants.yaml"),
-        RenderConfig(platform=PlatformConfig(target_platform=TARGET_PLATFORM)),
-    )[target.index]
+    rendered = _render(target.recipe_dir / "recipe.yaml", target.recipe_dir.parent / "variants.yaml")[
+        target.index
+    ]
     tool = ToolConfiguration(test_strategy="native" if options.test == "native" else "skip")
     try:
         result = rendered.run_build(tool_config=tool, output_dir=out, channels=channels, no_build_id=True)
@@ -409,13 +416,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.resolve_check:
         _log("resolve-check skipped: the channel holds no vllm-pascal yet")
     return 0
-
-
-def _channel_url(channel: str) -> str:
-    """A channel name or URL as given; an existing folder becomes its file:// URL."""
-    if "://" not in channel and Path(channel).is_dir():
-        return Path(channel).resolve().as_uri()
-    return channel
 
 
 def _log(msg: str) -> None:

@@ -55,6 +55,14 @@ def is_package(path: Path) -> bool:
     return path.is_file() and path.name.endswith(PACKAGE_SUFFIXES) and not path.name.startswith(".")
 
 
+def channel_url(channel: str | Path) -> str:
+    """A channel as the engine and the solver take it: a folder becomes its file:// URL; a name
+    (``conda-forge``) or a URL stays as given."""
+    if isinstance(channel, Path) or ("://" not in channel and Path(channel).is_dir()):
+        return Path(channel).resolve().as_uri()
+    return channel
+
+
 def staging_dir(channel: Path) -> Path:
     return channel.parent / f".{channel.name}.staging"
 

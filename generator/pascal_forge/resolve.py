@@ -22,12 +22,16 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pascal_forge.build import TARGET_PLATFORM, discover_recipes, engine_render
-from pascal_forge.channel import ChannelPackage, index_channel, read_packages
+from pascal_forge.channel import ChannelPackage, channel_url, index_channel, read_packages
 from pascal_forge.errors import StockResolvableError, UnsatisfiableError
 from pascal_forge.render import BUILD_TOKEN, render_tree, write_tree
 from pascal_forge.spec import load_spec
+
+if TYPE_CHECKING:
+    from rattler import RepoDataRecord
 
 #: Packages that must come from the local channel with the Pascal token in their build string.
 GUARDED = ("triton", "pytorch")
@@ -78,7 +82,24 @@ class SolveResult:
 # Planned records
 
 
-def planned_records(recipes_dir: Path) -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class PlannedRecord:
+    """The repodata record a recipe variant will produce (from the engine's render)."""
+
+    name: str
+    version: str
+    build: str
+    build_number: int
+    depends: tuple[str, ...]
+    constrains: tuple[str, ...]
+    noarch: bool
+
+    @property
+    def subdir(self) -> str:
+        return "noarch" if self.noarch else TARGET_PLATFORM
+
+
+def planned_records(recipes_dir: Path) -> list[PlannedRecord]:
     """name/version/build/depends/constrains of every package the recipes will produce.
 
     Run requirements come from the engine's render. A bare ``python`` becomes the variant's
@@ -103,15 +124,15 @@ def planned_records(recipes_dir: Path) -> list[dict[str, object]]:
                 else:
                     depends.append(dep)
             records.append(
-                {
-                    "name": v.name,
-                    "version": v.version,
-                    "build": v.build_string,
-                    "build_number": int(v.recipe.get("build", {}).get("number", 0)),
-                    "depends": tuple(dict.fromkeys(depends)),
-                    "constrains": tuple(d for d in reqs.get("run_constraints", []) if isinstance(d, str)),
-                    "noarch": bool(v.recipe.get("build", {}).get("noarch")),
-                }
+                PlannedRecord(
+                    name=v.name,
+                    version=v.version,
+                    build=v.build_string,
+                    build_number=int(v.recipe.get("build", {}).get("number", 0)),
+                    depends=tuple(dict.fromkeys(depends)),
+                    constrains=tuple(d for d in reqs.get("run_constraints", []) if isinstance(d, str)),
+                    noarch=bool(v.recipe.get("build", {}).get("noarch")),
+                )
             )
     return records
 
@@ -126,26 +147,25 @@ def planned_channel(recipes_dir: Path, channel: Path, names: tuple[str, ...] = (
         files = Path(tmp) / "files"
         (files / "share" / "pascal-forge").mkdir(parents=True)
         for rec in planned_records(recipes_dir):
-            if names and rec["name"] not in names:
+            if names and rec.name not in names:
                 continue
-            note = files / "share" / "pascal-forge" / f"planned-{rec['name']}.txt"
+            note = files / "share" / "pascal-forge" / f"planned-{rec.name}.txt"
             note.write_text("metadata-only stand-in: the package this recipe will build\n", "utf-8")
-            subdir = "noarch" if rec["noarch"] else TARGET_PLATFORM
             out = assemble_package(
-                name=str(rec["name"]),
-                version=str(rec["version"]),
-                target_platform=subdir,
-                build_string=str(rec["build"]),
+                name=rec.name,
+                version=rec.version,
+                target_platform=rec.subdir,
+                build_string=rec.build,
                 output_dir=Path(tmp) / "out",
                 files_dir=files,
-                depends=list(rec["depends"]),  # type: ignore[call-overload]
-                constrains=list(rec["constrains"]),  # type: ignore[call-overload]
-                build_number=int(rec["build_number"]),  # type: ignore[call-overload]
-                noarch="generic" if rec["noarch"] else None,
+                depends=list(rec.depends),
+                constrains=list(rec.constrains),
+                build_number=rec.build_number,
+                noarch="generic" if rec.noarch else None,
                 timestamp=PLANNED_TIMESTAMP,
                 detect_prefix=False,
             )
-            dest = channel / subdir / Path(out.path).name
+            dest = channel / rec.subdir / Path(out.path).name
             shutil.copyfile(out.path, dest)
             dest.chmod(0o644)
             note.unlink()
@@ -157,21 +177,13 @@ def planned_channel(recipes_dir: Path, channel: Path, names: tuple[str, ...] = (
 # Solving
 
 
-def channel_url(channel: str | Path) -> str:
-    if isinstance(channel, Path):
-        return channel.resolve().as_uri()
-    if "://" not in channel and Path(channel).exists():
-        return Path(channel).resolve().as_uri()
-    return channel
-
-
 def solve(
     channels: list[str],
     specs: list[str],
     priority: str,
     virtual: tuple[str, ...] = DEFAULT_VIRTUAL,
     cache_dir: Path | None = None,
-) -> list[object]:
+) -> list[RepoDataRecord]:
     """Solve ``specs`` for linux-64 with py-rattler; raises UnsatisfiableError when impossible."""
     import rattler  # heavy import: only when solving
     from rattler.exceptions import SolverError
@@ -206,10 +218,9 @@ def solve(
         ) from exc
 
 
-def check_solution(case: SolveCase, records: list[object], local_url: str) -> SolveResult:
+def check_solution(case: SolveCase, records: list[RepoDataRecord], local_url: str) -> SolveResult:
     picked = tuple(
-        Picked(str(r.name.normalized), str(r.version), str(r.build), str(r.channel or r.url))  # type: ignore[attr-defined]
-        for r in records
+        Picked(str(r.name.normalized), str(r.version), str(r.build), str(r.channel or r.url)) for r in records
     )
     for p in picked:
         if p.name in GUARDED and BUILD_TOKEN not in p.build:
@@ -237,10 +248,11 @@ def resolve_check(
 ) -> tuple[SolveResult, ...]:
     """Solve vllm-pascal in every priority x order x Python the local channel serves."""
     local_url = channel_url(local)
+    packages = read_packages(local)
     pythons = sorted(
         {
             d.split()[1].lstrip(">=").split(",")[0]
-            for p in read_packages(local)
+            for p in packages
             if p.name == "vllm-pascal"
             for d in p.depends
             if d.startswith("python >=")
@@ -249,9 +261,9 @@ def resolve_check(
     if not pythons:
         raise UnsatisfiableError(f"{local} holds no vllm-pascal package", "build it first, or use --planned")
     upstream_urls = [channel_url(c) for c in upstream]
-    held = {p.name for p in read_packages(local)}
+    held = {p.name for p in packages}
     roots = ["vllm-pascal", *(f"{name} * *{BUILD_TOKEN}*" for name in GUARDED if name in held)]
-    results = [pin_check(p) for p in read_packages(local)]
+    results = [pin_check(p) for p in packages]
     with tempfile.TemporaryDirectory(prefix="pf-solve-") as cache:
         for root, python, priority, local_first in itertools.product(
             roots, pythons, PRIORITIES, (True, False)
