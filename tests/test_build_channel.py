@@ -69,6 +69,11 @@ def options(channel: Path, **kw: object) -> BuildOptions:
     return BuildOptions(channel_dir=channel, test="skip", **kw)  # type: ignore[arg-type]
 
 
+def build_args(tree: Path, channel: Path, *extra: str) -> list[str]:
+    """`pascal-forge build` arguments for a test tree and channel (package tests skipped)."""
+    return ["build", "--recipes", str(tree), "--channel-dir", str(channel), "--test", "skip", *extra]
+
+
 def empty_upstream(root: Path) -> Path:
     """An indexed, empty channel standing in for conda-forge (the recipes need nothing from it)."""
     upstream = root / "upstream"
@@ -145,7 +150,7 @@ def test_a_second_writer_is_refused_by_the_lock(tmp_path: Path) -> None:
         build_channel(tree, options(channel), lambda _: None)
     rc = None
     with channel_lock(channel):
-        rc = main(["build", "--recipes", str(tree), "--channel-dir", str(channel), "--test", "skip"])
+        rc = main(build_args(tree, channel))
     assert rc == ChannelLockedError.exit_code
 
 
@@ -171,16 +176,7 @@ def test_killing_a_build_midway_leaves_index_and_files_in_agreement(tmp_path: Pa
             sys.executable,
             "-m",
             "pascal_forge",
-            "build",
-            "--recipes",
-            str(tree),
-            "--channel-dir",
-            str(channel),
-            "-c",
-            str(upstream),
-            "--test",
-            "skip",
-            "--no-resolve-check",
+            *build_args(tree, channel, "-c", str(upstream), "--no-resolve-check"),
         ],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -211,19 +207,7 @@ def test_killing_a_build_midway_leaves_index_and_files_in_agreement(tmp_path: Pa
 def test_cli_summary_and_missing_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tree, channel = make_tree(tmp_path), tmp_path / "channel"
     upstream = empty_upstream(tmp_path)
-    rc = main(
-        [
-            "build",
-            "--recipes",
-            str(tree),
-            "--channel-dir",
-            str(channel),
-            "-c",
-            str(upstream),
-            "--test",
-            "skip",
-        ]
-    )
+    rc = main(build_args(tree, channel, "-c", str(upstream)))
     out = capsys.readouterr()
     assert rc == 0
     assert "demo-app 1.0" in out.out and "built" in out.out
@@ -233,9 +217,7 @@ def test_cli_summary_and_missing_backend(tmp_path: Path, capsys: pytest.CaptureF
     if os.environ.get("PATH") and not any(
         (Path(d) / "conda-build").exists() for d in os.environ["PATH"].split(os.pathsep)
     ):
-        rc = main(
-            ["build", "--recipes", str(tree), "--channel-dir", str(channel), "--backend", "conda-build"]
-        )
+        rc = main([*build_args(tree, channel), "--backend", "conda-build"])
         assert rc == BuildError.exit_code
         assert "`conda-build` is not on PATH" in capsys.readouterr().err
 
