@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pascal_forge import cuda
 from pascal_forge.errors import PascalForgeError
+from pascal_forge.verify import cuda
 
 
 def main(argv: list[str]) -> int:

@@ -19,8 +19,8 @@ from pathlib import Path
 import rattler
 from rattler_build import assemble_package
 
-from pascal_forge import resolve
-from pascal_forge.channel import channel_url, index_channel
+from pascal_forge.build import resolve
+from pascal_forge.build.channel import channel_url, index_channel
 
 #: Fixed timestamp: the same inputs give byte-identical packages.
 TIMESTAMP = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)

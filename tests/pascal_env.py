@@ -33,7 +33,7 @@ from pathlib import Path
 
 import fake_tools
 from condapkgs import Executable, FileContent, Pkg, Symlink
-from pascal_forge.build import engine_render
+from pascal_forge.build.engine import engine_render
 
 ROOT = Path(__file__).resolve().parents[1]
 FATBIN = ROOT / "tests" / "data" / "fatbin"

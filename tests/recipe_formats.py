@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from pascal_forge.build import engine_render
+from pascal_forge.build.engine import engine_render
 
 _SELECTOR = re.compile(r"\s+#\s*\[(?P<expr>[^\]]+)\]\s*$")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pascal_forge.build import BuildOptions, build_channel, definition_hash, plan_targets
-from pascal_forge.channel import (
+from pascal_forge.build.backends import BuildOptions, build_channel, definition_hash, plan_targets
+from pascal_forge.build.channel import (
     BUILD_RECORD,
     channel_lock,
     consistency_problems,

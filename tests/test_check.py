@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pascal_forge.cli import main
-from pascal_forge.patches import Outcome, apply_series
-from pascal_forge.spec import PatchEntry
+from pascal_forge.stack.patches import Outcome, apply_series
+from pascal_forge.stack.spec import PatchEntry
 
 ORIGINAL = "".join(f"line {i}\n" for i in range(1, 31))
 
@@ -106,8 +106,8 @@ def test_vllm_series_applies_with_gnu_patch_dry_run_in_order(tmp_path: Path) -> 
     """Issue criterion: each vLLM patch applies to the sdist with `patch -p1 --dry-run`, no fuzz, in order."""
     import subprocess
 
-    from pascal_forge.sources import default_cache_dir, obtain
-    from pascal_forge.spec import load_spec
+    from pascal_forge.stack.sources import default_cache_dir, obtain
+    from pascal_forge.stack.spec import load_spec
 
     spec = load_spec()
     stack = spec.stack()
@@ -180,7 +180,7 @@ def test_broken_patch_in_a_library_reports_the_hunk(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A deliberately broken patch yields 'fails at hunk N' with the file name, not a traceback."""
-    from pascal_forge.spec import builtin_patch_library
+    from pascal_forge.stack.spec import builtin_patch_library
 
     lib = tmp_path / "lib"
     shutil.copytree(builtin_patch_library(), lib)
@@ -217,7 +217,7 @@ def test_broken_patch_in_a_library_reports_the_hunk(
 def test_wrong_pin_in_the_spec_fails_naming_the_url(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pascal_forge.spec import builtin_spec_text
+    from pascal_forge.stack.spec import builtin_spec_text
 
     good = "c7e04d1046304397b4580334038b558fe491af155fdea508224f140172cf9a82"
     bad = "0" * 64
@@ -243,7 +243,7 @@ def test_conda_artifact_unpacks_to_site_packages(tmp_path: Path) -> None:
 
     import zstandard
 
-    from pascal_forge.sources import unpack
+    from pascal_forge.stack.sources import unpack
 
     payload = io.BytesIO()
     with tarfile.open(fileobj=payload, mode="w") as tf:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from pascal_forge import cmake_archs
-from pascal_forge.cmake_archs import (
+from pascal_forge.errors import CMakeEvalError
+from pascal_forge.verify import cmake_archs
+from pascal_forge.verify.cmake_archs import (
     cuda_archs_loose_intersection,
     gencode_flags,
     select_sources,
 )
-from pascal_forge.errors import CMakeEvalError
 
 # A cut-down vLLM 0.8.5 CMakeLists.txt: the constructs that decide which sources get which archs.
 FIXTURE = r"""

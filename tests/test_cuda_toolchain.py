@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pascal_forge import cuda
 from pascal_forge.errors import ToolchainError
+from pascal_forge.verify import cuda
 
 
 def _fake_nvcc(tmp_path: Path, release: str) -> Path:
@@ -95,7 +95,7 @@ def test_tree_digest_is_stable(tmp_path: Path) -> None:
 
 def test_toolchain_pins_agree_with_the_spec() -> None:
     """The CUDA check compiles against the same upstream pins the recipes use (one source of truth)."""
-    from pascal_forge.spec import load_spec
+    from pascal_forge.stack.spec import load_spec
 
     pins = cuda.load_pins()
     stack = load_spec().stack()

@@ -15,7 +15,7 @@ import pytest
 import rattler
 
 from pascal_forge import cli
-from pascal_forge.doctor import (
+from pascal_forge.doctor.checks import (
     Context,
     Finding,
     Status,
@@ -28,9 +28,9 @@ from pascal_forge.doctor import (
     format_report,
     pascal_spec,
 )
-from pascal_forge.prefix import read_prefix
-from pascal_forge.probes import Gpu, Smi, SmiState
-from pascal_forge.spec import load_spec
+from pascal_forge.doctor.prefix import read_prefix
+from pascal_forge.doctor.probes import Gpu, Smi, SmiState
+from pascal_forge.stack.spec import load_spec
 
 STACK = load_spec().stack()
 P40 = Gpu(0, "Tesla P40", (6, 1))

@@ -34,7 +34,7 @@ def test_engine_renders_every_variant_and_meta_yaml_agrees(tree: Path, recipe: s
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_build_strings_carry_the_pascal_token(recipe: str) -> None:
-    from pascal_forge.build import engine_render
+    from pascal_forge.build.engine import engine_render
 
     for v in engine_render(ROOT / "recipes" / recipe / "recipe.yaml", ROOT / "recipes" / "variants.yaml"):
         py = v.variant["python"].removesuffix(".*").replace(".", "")
@@ -72,7 +72,7 @@ def test_dependants_pin_the_pascal_builds() -> None:
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_second_stack_build_strings_carry_the_pascal_token(recipe: str) -> None:
-    from pascal_forge.build import engine_render
+    from pascal_forge.build.engine import engine_render
 
     tree = ROOT / "recipes-vllm-0.11.0"
     variants = engine_render(tree / recipe / "recipe.yaml", tree / "variants.yaml")

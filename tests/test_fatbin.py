@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pascal_forge.errors import FatbinError
-from pascal_forge.fatbin import FATBIN_MAGIC, Kind, read_device_code
+from pascal_forge.verify.fatbin import FATBIN_MAGIC, Kind, read_device_code
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fatbin"
 SO = sorted(p.name for p in FIXTURES.glob("*.so"))
@@ -91,8 +91,8 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def _toolchain() -> Path:
-    from pascal_forge.cuda import load_pins, setup_toolchain
-    from pascal_forge.sources import default_cache_dir
+    from pascal_forge.stack.sources import default_cache_dir
+    from pascal_forge.verify.cuda import load_pins, setup_toolchain
 
     try:
         return setup_toolchain(default_cache_dir(), load_pins()).root
@@ -146,8 +146,8 @@ def test_matches_cuobjdump_on_torch_2_6_0(tmp_path: Path) -> None:
     (~100 fatbins, one per unit). Reader and cuobjdump list the same entries; it has sm_60 SASS."""
     import zipfile
 
-    from pascal_forge.sources import default_cache_dir, download
-    from pascal_forge.spec import load_spec
+    from pascal_forge.stack.sources import default_cache_dir, download
+    from pascal_forge.stack.spec import load_spec
 
     tool = _toolchain() / "bin" / "cuobjdump"
     (wheel,) = [s for s in load_spec().stack().check_sources_for("pytorch-pascal") if s.check_only]

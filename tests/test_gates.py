@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import torchfiles
-from pascal_forge.gates import TORCH_GATES, State, inspect_gate
+from pascal_forge.verify.gates import TORCH_GATES, State, inspect_gate
 
 HAS_TRITON, CREATE_BACKEND = TORCH_GATES
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pascal_forge.cli import main
-from pascal_forge.render import render_tree
-from pascal_forge.spec import load_spec
+from pascal_forge.recipes.render import render_tree
+from pascal_forge.stack.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_bad_input_leaves_previous_recipes_untouched(
 def test_failure_midway_through_writing_keeps_the_old_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pascal_forge import render
+    from pascal_forge.recipes import render
 
     out = tmp_path / "recipes"
     main(["generate", "--out", str(out)])
@@ -197,7 +197,7 @@ def test_broken_patch_library_leaves_recipes_untouched(
 ) -> None:
     import shutil
 
-    from pascal_forge.spec import builtin_patch_library
+    from pascal_forge.stack.spec import builtin_patch_library
 
     out = tmp_path / "recipes"
     main(["generate", "--out", str(out)])

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pascal_forge import overlay
-from pascal_forge.render import OVERLAY_MODULE
-from pascal_forge.spec import load_spec
+from pascal_forge.build import overlay
+from pascal_forge.recipes.render import OVERLAY_MODULE
+from pascal_forge.stack.spec import load_spec
 from synthetic import GATE_FILES, PLACEHOLDER, SP, UPSTREAM_DEPENDS, synthetic_pytorch, write_conda
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -44,8 +44,8 @@ The numbers match the field report for the upstream tile: 65536 bytes for head s
 
 Where the sdist comes from
 --------------------------
-The ``trees`` fixture takes the spec's pinned PyPI sdist through pascal_forge.sources (downloaded
-into the cache, sha256-verified) and applies the whole vLLM series with pascal_forge.patches, as
+The ``trees`` fixture takes the spec's pinned PyPI sdist through pascal_forge.stack.sources (downloaded
+into the cache, sha256-verified) and applies the whole vLLM series with pascal_forge.stack.patches, as
 `pascal-forge check` does.
 """
 
@@ -64,9 +64,9 @@ from typing import Any, Optional
 
 import pytest
 
-from pascal_forge.patches import apply_series
-from pascal_forge.sources import default_cache_dir, obtain
-from pascal_forge.spec import load_spec
+from pascal_forge.stack.patches import apply_series
+from pascal_forge.stack.sources import default_cache_dir, obtain
+from pascal_forge.stack.spec import load_spec
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import fake_tools
-from pascal_forge.probes import (
+from pascal_forge.doctor.probes import (
     Gpu,
     SmiState,
     parse_cuda_version,

@@ -15,11 +15,11 @@ import zstandard
 
 from condapkgs import Pkg, install_prefix, make_channel, solve
 from hostutil import cli_server, stop_and_log
-from pascal_forge import publish as publish_module
-from pascal_forge.channel import ChannelPackage, consistency_problems, read_packages
+from pascal_forge.build.channel import ChannelPackage, consistency_problems, read_packages
 from pascal_forge.cli import main
 from pascal_forge.errors import HostingUrlError, PublishError
-from pascal_forge.publish import MARKER, normalize_base_url, publish, render_index
+from pascal_forge.hosting import publish as publish_module
+from pascal_forge.hosting.publish import MARKER, normalize_base_url, publish, render_index
 
 PACKAGES = [
     Pkg("triton", "3.2.0", "cuda126py312_pascal_h1a2b3c4_0"),

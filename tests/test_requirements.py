@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pascal_forge.sources import default_cache_dir, obtain
-from pascal_forge.spec import builtin_spec_path, load_spec
-from pascal_forge.update import derived_block, map_requirements, replace_block
+from pascal_forge.stack.sources import default_cache_dir, obtain
+from pascal_forge.stack.spec import builtin_spec_path, load_spec
+from pascal_forge.update.command import derived_block, map_requirements, replace_block
 
 
 @pytest.mark.integration

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from pascal_forge.build.resolve import planned_channel, resolve_check
 from pascal_forge.cli import main
 from pascal_forge.errors import StockResolvableError, UnsatisfiableError
-from pascal_forge.render import render_tree, write_tree
-from pascal_forge.resolve import planned_channel, resolve_check
-from pascal_forge.spec import load_spec
+from pascal_forge.recipes.render import render_tree, write_tree
+from pascal_forge.stack.spec import load_spec
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def loosen(tree: Path, recipe: str) -> None:
 
 
 def test_stand_in_has_what_the_guarantee_is_tested_against(standin_upstream: Path) -> None:
-    from pascal_forge.channel import read_packages
+    from pascal_forge.build.channel import read_packages
 
     have = {(p.name, p.version, p.build_number) for p in read_packages(standin_upstream)}
     assert ("triton", "3.2.0", 1) in have  # stock, build number above our 0
@@ -103,7 +103,7 @@ def test_local_channel_missing_triton_is_unsatisfiable_even_first(
     local = planned_channel(tree, tmp_path / "planned", names=("vllm-pascal", "pytorch"))
     results = resolve_check(local, (str(standin_upstream),))
     assert any(r.failed and r.status == "unsatisfiable" and r.case.local_first for r in results)
-    from pascal_forge.resolve import raise_on_failure
+    from pascal_forge.build.resolve import raise_on_failure
 
     with pytest.raises(UnsatisfiableError, match="even with the local channel first"):
         raise_on_failure(results)

@@ -14,7 +14,13 @@ import pytest
 from condapkgs import Pkg, install_prefix, make_channel
 from hostutil import FileWatch, cli_server, raw_request, stop_and_log
 from pascal_forge.errors import ChannelError, ServeError
-from pascal_forge.serve import BadRequestError, ChannelServer, NotServedError, make_server, request_segments
+from pascal_forge.hosting.serve import (
+    BadRequestError,
+    ChannelServer,
+    NotServedError,
+    make_server,
+    request_segments,
+)
 
 SECRET = b"TOP-SECRET-7f3a9c outside the channel\n"
 PACKAGE = b"not really a package, but bytes the server must return exactly\n"

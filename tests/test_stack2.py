@@ -14,7 +14,7 @@ import pytest
 
 from pascal_forge.cli import main
 from pascal_forge.errors import PatchLibraryError
-from pascal_forge.spec import Source, Spec, load_patch_library, load_spec
+from pascal_forge.stack.spec import Source, Spec, load_patch_library, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = "vllm-0.11.0"
@@ -97,7 +97,7 @@ def test_an_id_twice_for_the_same_range_is_refused(tmp_path: Path) -> None:
 def test_overlapping_ranges_of_one_id_are_refused_for_the_stack_they_hit(tmp_path: Path) -> None:
     """Two entries of one id that both select a stack's version would apply one fix twice."""
     lib = tmp_path / "lib"
-    shutil.copytree(ROOT / "generator" / "pascal_forge" / "patchlib", lib)
+    shutil.copytree(ROOT / "generator" / "pascal_forge" / "stack" / "patchlib", lib)
     series = lib / "vllm" / "series.toml"
     text = series.read_text()
     text = text.replace('versions = "==0.11.0"', 'versions = ">=0.11.0"', 1)  # cmake-pascal-archs
@@ -126,8 +126,8 @@ def test_check_passes_for_the_second_stack(package: str, capsys: pytest.CaptureF
 
 def _vllm_trees(tmp_path: Path) -> tuple[Path, Path]:
     """(pristine, patched) copies of the pinned vLLM 0.11.0 sdist."""
-    from pascal_forge.patches import apply_series
-    from pascal_forge.sources import default_cache_dir, obtain
+    from pascal_forge.stack.patches import apply_series
+    from pascal_forge.stack.sources import default_cache_dir, obtain
 
     spec = stack2_spec()
     stack = spec.stack(STACK)
@@ -142,7 +142,7 @@ def _vllm_trees(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.integration
 def test_patched_cmake_keeps_pascal_and_selects_the_patched_sources(tmp_path: Path) -> None:
-    from pascal_forge import cmake_archs
+    from pascal_forge.verify import cmake_archs
 
     pristine, patched = _vllm_trees(tmp_path)
     sel = cmake_archs.select_sources((patched / "CMakeLists.txt").read_text(), patched, ("6.0", "6.1"))
@@ -164,7 +164,7 @@ def test_patched_cmake_keeps_pascal_and_selects_the_patched_sources(tmp_path: Pa
 
 
 def _default_vllm_tree() -> Path:
-    from pascal_forge.sources import default_cache_dir, obtain
+    from pascal_forge.stack.sources import default_cache_dir, obtain
 
     return obtain(load_spec().stack().patched_source("vllm-pascal"), default_cache_dir()).tree
 
@@ -279,7 +279,7 @@ runpy.run_path(sys.argv[1], run_name="__main__")
 def test_triton_package_test_fails_stock_and_passes_patched_lowering(tmp_path: Path) -> None:
     if sys.version_info[:2] != (3, 11):
         pytest.skip("pins the cp311 triton 3.4.0 wheel; this interpreter is not 3.11")
-    from pascal_forge.sources import default_cache_dir, download
+    from pascal_forge.stack.sources import default_cache_dir, download
 
     wheel = download(TRITON_340_CP311, default_cache_dir())
     site = tmp_path / "site"
@@ -372,9 +372,9 @@ def test_pytorch_package_test_on_a_real_torch(stack_name: str, tree: str, env: s
 def test_second_stack_run_requirements_match_its_sdist() -> None:
     """vllm-pascal's derived run block of the second stack equals a fresh derivation from its sdist,
     and rewriting it in place leaves the spec (and the default stack's block) unchanged."""
-    from pascal_forge.sources import default_cache_dir, obtain
-    from pascal_forge.spec import builtin_spec_path
-    from pascal_forge.update import derived_block, replace_block
+    from pascal_forge.stack.sources import default_cache_dir, obtain
+    from pascal_forge.stack.spec import builtin_spec_path
+    from pascal_forge.update.command import derived_block, replace_block
 
     stack = load_spec().stack(STACK)
     tree = obtain(stack.patched_source("vllm-pascal"), default_cache_dir()).tree

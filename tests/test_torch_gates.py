@@ -5,7 +5,7 @@ What is real here
 * The two upstream files, ``torch/utils/_triton.py`` and ``torch/_inductor/scheduler.py``, taken
   from torch 2.6.0 and checked byte for byte against the sha256 recorded for them in the PyPI
   wheel's ``RECORD`` (torch-2.6.0-cp311-cp311-manylinux1_x86_64.whl).
-* The patch series, ``generator/pascal_forge/patchlib/torch/series.toml``, applied in its order
+* The patch series, ``generator/pascal_forge/stack/patchlib/torch/series.toml``, applied in its order
   with ``patch -p1 -F0`` (no fuzz) to a copy of those files.
 * The code that is executed: the ``has_triton`` function and the ``Scheduler.create_backend``
   method are cut out of the (patched or pristine) files with ``ast`` and executed unmodified
@@ -28,7 +28,7 @@ What is stubbed (torch 2.6.0 is a CUDA wheel and cannot be imported here)
 Where the pristine files come from
 ----------------------------------
 ``torchfiles.pristine_source()`` is the single place that acquires them: the spec's check-only source
-(the sha256-pinned PyPI torch 2.6.0 wheel) through pascal_forge.sources, as `pascal-forge check`
+(the sha256-pinned PyPI torch 2.6.0 wheel) through pascal_forge.stack.sources, as `pascal-forge check`
 does, or a directory given by PASCAL_FORGE_TORCH_FILES. The tests are marked ``integration``.
 """
 

@@ -42,8 +42,8 @@ FILES = (TRITON_PY, SCHEDULER_PY, EXC_PY, DEVIF_PY)
 
 def _wheel_tree() -> tuple[Path, dict[str, str]]:
     """The pristine files (site-packages layout) and their sha256 from the wheel's RECORD."""
-    from pascal_forge.sources import default_cache_dir, obtain
-    from pascal_forge.spec import load_spec
+    from pascal_forge.stack.sources import default_cache_dir, obtain
+    from pascal_forge.stack.spec import load_spec
 
     stack = load_spec().stack_for("torch", VERSION)
     (wheel,) = [s for s in stack.check_sources_for("pytorch-pascal") if s.check_only]
@@ -62,7 +62,7 @@ def _wheel_tree() -> tuple[Path, dict[str, str]]:
 def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if shutil.which("patch") is None:
         pytest.skip("GNU patch is not installed")
-    from pascal_forge.spec import load_spec
+    from pascal_forge.stack.spec import load_spec
 
     src, hashes = _wheel_tree()
     assert sorted(hashes) == sorted(FILES)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from pascal_forge.cli import main
-from pascal_forge.newstack import cmake_fetches, spec_with_stack
-from pascal_forge.patches import hunk_text
-from pascal_forge.spec import load_spec
+from pascal_forge.stack.patches import hunk_text
+from pascal_forge.stack.spec import load_spec
+from pascal_forge.update.planner import cmake_fetches, spec_with_stack
 from pypi_server import Fault, LocalIndex, closed_port_url, sdist, serve, serve_directory, wheel
 
 BODY = "".join(f"line {i}\n" for i in range(1, 21))
@@ -508,7 +508,7 @@ def test_write_needs_a_spec_file(capsys: pytest.CaptureFixture[str]) -> None:
 def test_write_adds_the_stack_and_the_recipes_render(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pascal_forge.build import engine_render
+    from pascal_forge.build.engine import engine_render
 
     out_dir = world.tmp / "recipes-new"
     code, out, err = run(world.args("--vllm", "0.8.5.post1", "--write", "--out", str(out_dir)), capsys)
@@ -642,8 +642,8 @@ def test_real_pypi_plan_for_0_8_5_post1(tmp_path: Path, capsys: pytest.CaptureFi
     """Issue criteria 1 and 2 on the real index: the plan, then --write and the engine renders it."""
     import requests
 
-    from pascal_forge.build import engine_render
-    from pascal_forge.upstream import DEFAULT_INDEX, PEP691
+    from pascal_forge.build.engine import engine_render
+    from pascal_forge.update.upstream import DEFAULT_INDEX, PEP691
 
     try:
         requests.get(f"{DEFAULT_INDEX}/vllm/", headers={"Accept": PEP691}, timeout=15).raise_for_status()
@@ -670,7 +670,7 @@ def test_real_pypi_plan_for_0_8_5_post1(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_the_built_in_spec_may_hold_update_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Maintainers write into data/default-spec.toml; its stacks may extend an earlier one."""
-    import pascal_forge.spec as spec_module
+    import pascal_forge.stack.spec as spec_module
 
     text = spec_module.builtin_spec_path().read_text()
     block = '# BEGIN stack "vllm-9.9.9"\n[stacks."vllm-9.9.9"]\nextends = "vllm-0.8.5"\nvllm = "9.9.9"\n# END stack "vllm-9.9.9"\n'

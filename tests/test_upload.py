@@ -22,10 +22,10 @@ from rattler_build import assemble_package
 
 from condapkgs import TIMESTAMP
 from hostutil import ROOT, Recorded, recording_server
-from pascal_forge.channel import index_channel, read_packages
+from pascal_forge.build.channel import index_channel, read_packages
 from pascal_forge.cli import main
 from pascal_forge.errors import HostingUrlError
-from pascal_forge.upload import UploadTarget, parse_target
+from pascal_forge.hosting.upload import UploadTarget, parse_target
 
 TOKENS = ("PREFIX_API_KEY", "ANACONDA_API_KEY", "QUETZ_API_KEY", "ARTIFACTORY_TOKEN")
 

@@ -1,7 +1,7 @@
 """The two torch 2.6.0 files the pytorch-pascal patches change, pristine or patched, for tests.
 
 Pristine: obtained like `pascal-forge check` does, from the spec's check-only source (the PyPI
-torch 2.6.0 wheel, sha256-pinned) through pascal_forge.sources (downloaded once into the cache,
+torch 2.6.0 wheel, sha256-pinned) through pascal_forge.stack.sources (downloaded once into the cache,
 then re-verified), or from a directory named by PASCAL_FORGE_TORCH_FILES; each file is checked
 against the sha256 the wheel's RECORD gives it. Patched: the pytorch-pascal series applied in
 order with GNU patch and no fuzz, as the recipe does.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SERIES = REPO / "generator" / "pascal_forge" / "patchlib" / "torch" / "series.toml"
+SERIES = REPO / "generator" / "pascal_forge" / "stack" / "patchlib" / "torch" / "series.toml"
 
 TRITON_PY = "torch/utils/_triton.py"
 SCHEDULER_PY = "torch/_inductor/scheduler.py"
@@ -35,8 +35,8 @@ def pristine_source() -> Path:
     env = os.environ.get("PASCAL_FORGE_TORCH_FILES")
     if env:
         return Path(env)
-    from pascal_forge.sources import default_cache_dir, obtain
-    from pascal_forge.spec import load_spec
+    from pascal_forge.stack.sources import default_cache_dir, obtain
+    from pascal_forge.stack.spec import load_spec
 
     stack = load_spec().stack()
     (wheel,) = [s for s in stack.check_sources_for("pytorch-pascal") if s.check_only]

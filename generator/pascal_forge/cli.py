@@ -12,33 +12,20 @@ from pathlib import Path
 
 from pascal_forge import __version__
 from pascal_forge.errors import PascalForgeError, StaleRecipesError
-from pascal_forge.render import check_tree, render_patch_docs, render_tree, write_tree
-from pascal_forge.spec import Spec, load_spec
+from pascal_forge.options import selected_stack, spec_option
+from pascal_forge.recipes.render import check_tree, render_patch_docs, render_tree, write_tree
+from pascal_forge.stack.spec import load_spec
 
 #: Modules that add their own sub-command through ``configure_parser(subparsers)``.
 COMMAND_MODULES = (
-    "pascal_forge.check",
-    "pascal_forge.cuda",
-    "pascal_forge.update",
-    "pascal_forge.build",
-    "pascal_forge.resolve",
-    "pascal_forge.hosting",
-    "pascal_forge.doctor",
+    "pascal_forge.verify.check",
+    "pascal_forge.verify.cuda",
+    "pascal_forge.update.command",
+    "pascal_forge.build.command",
+    "pascal_forge.build.resolve",
+    "pascal_forge.hosting.command",
+    "pascal_forge.doctor.checks",
 )
-
-
-def _spec_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spec", type=Path, metavar="FILE", help="TOML spec merged over the built-in one")
-    choose = parser.add_mutually_exclusive_group()
-    choose.add_argument("--stack", metavar="NAME", help="stack to use (default: the spec's default_stack)")
-    choose.add_argument("--vllm", metavar="VERSION", help="use the stack that pins this vLLM version")
-
-
-def selected_stack(spec: Spec, args: argparse.Namespace) -> str:
-    """The stack name picked by --stack / --vllm (the spec's default if neither)."""
-    if getattr(args, "vllm", None):
-        return spec.stack_for("vllm", args.vllm).name
-    return spec.stack(getattr(args, "stack", None)).name
 
 
 #: Where each output format goes unless --out says otherwise.
@@ -50,7 +37,7 @@ def run_generate(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     stack = spec.stack(selected_stack(spec, args))
     if args.format == "nix":
-        from pascal_forge.nix import render_nix_tree
+        from pascal_forge.recipes.nix import render_nix_tree
 
         files = render_nix_tree(spec, stack.name)
     else:
@@ -113,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  pascal-forge generate --spec my.toml --out /tmp/recipes"
         ),
     )
-    _spec_option(gen)
+    spec_option(gen)
     gen.add_argument(
         "--format",
         choices=sorted(DEFAULT_OUT),

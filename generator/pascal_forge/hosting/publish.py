@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import zstandard
 
-from pascal_forge.channel import (
+from pascal_forge.build.channel import (
     PACKAGE_MODE,
     SUBDIRS,
     ChannelPackage,
@@ -36,7 +36,7 @@ from pascal_forge.channel import (
     swap_in,
 )
 from pascal_forge.errors import ChannelError, HostingUrlError, PublishError
-from pascal_forge.render import environment
+from pascal_forge.recipes.render import environment
 
 #: Written into every published tree; a non-empty target without it is never replaced.
 MARKER = ".pascal-forge-publish.json"

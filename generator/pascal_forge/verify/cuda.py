@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import sysconfig
 import tarfile
 import tempfile
@@ -38,7 +37,7 @@ from typing import Any, BinaryIO
 
 import requests
 
-from pascal_forge import cmake_archs
+from pascal_forge.console import log
 from pascal_forge.errors import (
     CompileError,
     HashMismatchError,
@@ -47,9 +46,10 @@ from pascal_forge.errors import (
     SourceError,
     ToolchainError,
 )
-from pascal_forge.patches import apply_series
-from pascal_forge.sources import default_cache_dir, fetch_verified, obtain
-from pascal_forge.spec import PatchEntry, load_patch_library, load_spec
+from pascal_forge.stack.patches import apply_series
+from pascal_forge.stack.sources import default_cache_dir, fetch_verified, obtain
+from pascal_forge.stack.spec import PatchEntry, load_patch_library, load_spec
+from pascal_forge.verify import cmake_archs
 
 ATOMIC_ADD_ERROR = 'no instance of overloaded function "atomicAdd" matches the argument list'
 CONTROL_SOURCE = "csrc/moe/moe_wna16.cu"
@@ -105,7 +105,7 @@ class Pins:
 
 
 def load_pins() -> Pins:
-    text = resources.files("pascal_forge").joinpath("data/cuda_toolchain.toml").read_text()
+    text = resources.files("pascal_forge.verify").joinpath("data/cuda_toolchain.toml").read_text()
     raw: dict[str, Any] = tomllib.loads(text)
     tc = raw["toolchain"]
     return Pins(
@@ -139,10 +139,6 @@ def load_pins() -> Pins:
 # --------------------------------------------------------------------------------------------
 # downloads
 # --------------------------------------------------------------------------------------------
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def download(urls: Sequence[str], dest: Path, sha256: str, size: int | None = None) -> Path:
@@ -359,7 +355,7 @@ def setup_toolchain(cache: Path, pins: Pins, use_range: bool = True) -> Toolchai
     want = _stamp_content(pins)
     if stamp.exists() and stamp.read_text() == want:
         return Toolchain(root)
-    _log(f"setting up the CUDA 12.4 toolchain in {root} (once; ~120 MB download)")
+    log(f"setting up the CUDA 12.4 toolchain in {root} (once; ~120 MB download)")
     tmp = root.with_name(root.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -374,11 +370,11 @@ def setup_toolchain(cache: Path, pins: Pins, use_range: bool = True) -> Toolchai
             (tmp / dst).parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(unpack / src), tmp / dst)
         shutil.rmtree(unpack)
-        _log(f"  {deb.name} {deb.version}: {time.monotonic() - t0:.1f}s")
+        log(f"  {deb.name} {deb.version}: {time.monotonic() - t0:.1f}s")
     for w in pins.wheels:
         t0 = time.monotonic()
         n = extract_wheel(w, tmp, cache, use_range=use_range and w.size > 8 << 20)
-        _log(f"  {w.name} {w.version}: {n} files, {time.monotonic() - t0:.1f}s")
+        log(f"  {w.name} {w.version}: {n} files, {time.monotonic() - t0:.1f}s")
     (tmp / "bin" / "nvcc.profile").write_text(_NVCC_PROFILE)
     lib = tmp / "lib64"
     if (lib / "libcudart.so.12").exists():
@@ -793,17 +789,17 @@ def run_verify_cuda(args: argparse.Namespace) -> int:
                     args.python_include,
                 )
             ]
-        _log(f"vLLM {vllm_version} patched with: {', '.join(applied)}")
-        _log(
+        log(f"vLLM {vllm_version} patched with: {', '.join(applied)}")
+        log(
             f"nvcc {version} ({nvcc}), host compiler {host}, archs {','.join(sel.cuda_archs)}, {args.jobs} jobs"
         )
-        _log(f"compiling {len(jobs)} sources" + (" + 1 unpatched control" if control else ""))
+        log(f"compiling {len(jobs)} sources" + (" + 1 unpatched control" if control else ""))
         t0 = time.monotonic()
 
         def progress(r: Result, done: int, total: int) -> None:
             status = "ok" if r.ok else ("FAILED" if r.label != "control" else "failed")
             tag = " (unpatched control)" if r.label == "control" else ""
-            _log(f"[{done}/{total}] {status:6} {r.seconds:7.1f}s  {r.source}{tag}")
+            log(f"[{done}/{total}] {status:6} {r.seconds:7.1f}s  {r.source}{tag}")
 
         results = run_jobs([*control, *jobs], args.jobs, progress)
         wall = time.monotonic() - t0

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pascal_forge.channel import ChannelPackage, channel_lock, consistency_problems, read_packages
+from pascal_forge.build.channel import ChannelPackage, channel_lock, consistency_problems, read_packages
 from pascal_forge.errors import ChannelError, HostingUrlError, UploadError, UploadTokenError
 
 Kind = Literal["prefix", "anaconda", "quetz", "artifactory"]

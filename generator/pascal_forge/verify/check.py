@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from pascal_forge.console import log
 from pascal_forge.errors import PatchFailedError, SourceError, SpecError
-from pascal_forge.patches import Outcome, PatchResult, apply_series
-from pascal_forge.sources import Obtained, default_cache_dir, obtain
-from pascal_forge.spec import RECIPES, PatchEntry, Source, Spec, Stack, load_spec, recipe_kind
+from pascal_forge.options import selected_stack, spec_option
+from pascal_forge.stack.patches import Outcome, PatchResult, apply_series
+from pascal_forge.stack.sources import Obtained, default_cache_dir, obtain
+from pascal_forge.stack.spec import RECIPES, PatchEntry, Source, Spec, Stack, load_spec, recipe_kind
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,6 @@ class RecipeCheck:
     source: str  # which source the series was proven on
     verified: str  # how that source's pin was verified, or why none could be used
     results: tuple[PatchResult, ...]
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def check_recipe(
@@ -55,13 +52,13 @@ def check_recipe(
     for src in _dedupe_pythons(candidates):
         try:
             if not quiet:
-                _log(f"[{kind.recipe}] obtaining {src.name} …")
+                log(f"[{kind.recipe}] obtaining {src.name} …")
             obtained = obtain(
                 src,
                 cache,
                 local.get(src.name),
                 members if src.url.endswith(".whl") or src.file_name.endswith(".whl") else (),
-                progress=None if quiet else _log,
+                progress=None if quiet else log,
             )
             break
         except SourceError as exc:
@@ -156,8 +153,6 @@ def parse_source_dirs(values: list[str]) -> dict[str, Path]:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from pascal_forge.cli import selected_stack
-
     spec = load_spec(args.spec)
     stack = spec.stack(selected_stack(spec, args))
     recipes = [recipe_kind(args.package).recipe] if args.package else [k.recipe for k in RECIPES]
@@ -200,9 +195,7 @@ def configure_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "  pascal-forge check --allow-unreachable --json > check.json"
         ),
     )
-    from pascal_forge.cli import _spec_option
-
-    _spec_option(parser)
+    spec_option(parser)
     parser.add_argument(
         "--package", metavar="NAME", help="one recipe (vllm-pascal, pytorch-pascal, triton-pascal)"
     )

@@ -18,7 +18,7 @@ import jinja2
 from packaging.version import Version
 
 from pascal_forge.errors import DraftStackError, PatchLibraryError, RenderError, StaleRecipesError
-from pascal_forge.spec import (
+from pascal_forge.stack.spec import (
     RECIPES,
     Dependency,
     PatchEntry,
@@ -33,7 +33,7 @@ from pascal_forge.spec import (
 #: never substitute stock triton/pytorch (same name and version, different build string).
 BUILD_TOKEN = "pascal"  # noqa: S105 - not a secret
 #: The overlay's repackaging code; the pytorch recipe ships it as repack.py.
-OVERLAY_MODULE = Path(__file__).with_name("overlay.py")
+OVERLAY_MODULE = Path(__file__).parents[1] / "build" / "overlay.py"  # shipped as repack.py
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ def _py_nodot(py: str) -> str:
 def environment(*, html: bool = False) -> jinja2.Environment:
     """The one jinja environment for every template (``html``: escape, for index.html)."""
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("pascal_forge", "templates"),
+        loader=jinja2.PackageLoader("pascal_forge.recipes", "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

@@ -1,7 +1,7 @@
 """`pascal-forge doctor`: say exactly why a Pascal environment is broken, and how to fix it.
 
-Stages: locate the prefix → read it (conda records, dist-infos; pascal_forge.prefix) → probe the
-machine (nvidia-smi, ptxas; pascal_forge.probes) → run the checks → print one line per check
+Stages: locate the prefix → read it (conda records, dist-infos; pascal_forge.doctor.prefix) → probe the
+machine (nvidia-smi, ptxas; pascal_forge.doctor.probes) → run the checks → print one line per check
 (ok / problem / not checked) with the exact command that fixes each problem.
 
 Most Pascal failures are environments, not recipes: stock triton pulled back in by a later
@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from pascal_forge.doctor.prefix import DistInfo, Prefix, read_prefix, resolve_prefix
+from pascal_forge.doctor.probes import Smi, SmiState, probe_nvidia_smi, probe_version
 from pascal_forge.errors import EnvironmentBrokenError, FatbinError, UnknownVersionError
-from pascal_forge.fatbin import read_device_code
-from pascal_forge.gates import TORCH_GATES, GateResult, State, inspect_gate
-from pascal_forge.prefix import DistInfo, Prefix, read_prefix, resolve_prefix
-from pascal_forge.probes import Smi, SmiState, probe_nvidia_smi, probe_version
-from pascal_forge.render import BUILD_TOKEN
-from pascal_forge.spec import Stack, load_spec
+from pascal_forge.recipes.render import BUILD_TOKEN
+from pascal_forge.stack.spec import Stack, load_spec
+from pascal_forge.verify.fatbin import read_device_code
+from pascal_forge.verify.gates import TORCH_GATES, GateResult, State, inspect_gate
 
 #: Where fixes install from when neither --channel nor an installed Pascal package names a channel:
 #: the folder `pascal-forge build` writes.

@@ -190,7 +190,7 @@ class Spec:
 
 
 def builtin_spec_path() -> Path:
-    return Path(str(resources.files("pascal_forge").joinpath("data/default-spec.toml")))
+    return Path(str(resources.files("pascal_forge.stack").joinpath("data/default-spec.toml")))
 
 
 def builtin_spec_text() -> str:
@@ -198,7 +198,7 @@ def builtin_spec_text() -> str:
 
 
 def builtin_patch_library() -> Path:
-    return Path(str(resources.files("pascal_forge").joinpath("patchlib")))
+    return Path(str(resources.files("pascal_forge.stack").joinpath("patchlib")))
 
 
 def load_spec(path: Path | None = None, text: str | None = None) -> Spec:
@@ -449,7 +449,7 @@ def _check_match_spec(spec: str, where: str) -> None:
     kind, _, arg = spec.partition(":")
     if kind in {"compiler", "stdlib"} and arg.isidentifier():
         return
-    import rattler  # lazy: keeps `import pascal_forge.spec` light (verify-cuda runs on bare hosts)
+    import rattler  # lazy: keeps `import pascal_forge.stack.spec` light (verify-cuda runs on bare hosts)
 
     try:
         rattler.MatchSpec(spec, strict=True)

@@ -37,7 +37,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from pascal_forge.errors import HashMismatchError, UpstreamError, UpstreamNotFoundError
-from pascal_forge.sources import fetch_verified
+from pascal_forge.stack.sources import fetch_verified
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 DEFAULT_CONDA_CHANNEL = "https://conda.anaconda.org/conda-forge"

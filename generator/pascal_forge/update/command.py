@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,15 +23,16 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from pascal_forge.console import log
 from pascal_forge.errors import PinUnresolvedError, SourceError, SpecError, UpdateBlockedError
-from pascal_forge.patches import Outcome, PatchResult
-from pascal_forge.render import toml_dep
-from pascal_forge.spec import Dependency
-from pascal_forge.upstream import LINUX_X86_64
+from pascal_forge.recipes.render import toml_dep
+from pascal_forge.stack.patches import Outcome, PatchResult
+from pascal_forge.stack.spec import Dependency
+from pascal_forge.update.upstream import LINUX_X86_64
 
 if TYPE_CHECKING:
-    from pascal_forge.check import RecipeCheck
-    from pascal_forge.newstack import UpdatePlan, Written
+    from pascal_forge.update.planner import UpdatePlan, Written
+    from pascal_forge.verify.check import RecipeCheck
 
 
 @dataclass(frozen=True)
@@ -218,8 +218,8 @@ def replace_block(text: str, block: str, origin: str, stack: str | None = None) 
 
 
 def run_derive(args: Any) -> int:
-    from pascal_forge.sources import default_cache_dir, obtain
-    from pascal_forge.spec import builtin_spec_path, load_spec
+    from pascal_forge.stack.sources import default_cache_dir, obtain
+    from pascal_forge.stack.spec import builtin_spec_path, load_spec
 
     stack = load_spec().stack(args.stack)
     vllm = stack.patched_source("vllm-pascal")
@@ -260,15 +260,11 @@ def configure_parser(sub: Any) -> None:
 # `pascal-forge update`
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def run_update(args: argparse.Namespace) -> int:
-    from pascal_forge.check import parse_source_dirs
-    from pascal_forge.newstack import UpdateOptions, plan_update, write_update
-    from pascal_forge.sources import default_cache_dir
-    from pascal_forge.spec import load_spec
+    from pascal_forge.stack.sources import default_cache_dir
+    from pascal_forge.stack.spec import load_spec
+    from pascal_forge.update.planner import UpdateOptions, plan_update, write_update
+    from pascal_forge.verify.check import parse_source_dirs
 
     spec_path: Path | None = args.spec
     if args.write and spec_path is None:
@@ -276,7 +272,7 @@ def run_update(args: argparse.Namespace) -> int:
             "--write needs --spec FILE: the new stack is added to that file (created if missing); "
             "the built-in spec is package data",
             "e.g. --spec pascal-forge.toml; maintainers of pascal-forge itself: "
-            "--spec generator/pascal_forge/data/default-spec.toml",
+            "--spec generator/pascal_forge/stack/data/default-spec.toml",
         )
     spec = load_spec(None if spec_path is not None and args.write and not spec_path.exists() else spec_path)
     opts = UpdateOptions(
@@ -291,7 +287,7 @@ def run_update(args: argparse.Namespace) -> int:
         local=parse_source_dirs(args.source_dir),
         revs=_parse_revs(args.rev),
     )
-    plan = plan_update(spec, opts, _log if not args.json else lambda _msg: None)
+    plan = plan_update(spec, opts, log if not args.json else lambda _msg: None)
     draft = "; ".join(f"{b.what}: {b.detail}" for b in plan.blockers)
     written = None
     if args.write and (plan.ready or args.allow_failing):
@@ -398,7 +394,7 @@ def format_plan(plan: UpdatePlan, origin: str, written: Written | None, args: ar
 
 
 def plan_json(plan: UpdatePlan, written: Written | None) -> str:
-    from pascal_forge.check import as_data
+    from pascal_forge.verify.check import as_data
 
     data = {
         "stack": plan.stack.name,
@@ -420,7 +416,7 @@ def plan_json(plan: UpdatePlan, written: Written | None) -> str:
 
 
 def _configure_update(sub: Any) -> None:
-    from pascal_forge.upstream import DEFAULT_CONDA_CHANNEL, DEFAULT_INDEX
+    from pascal_forge.update.upstream import DEFAULT_CONDA_CHANNEL, DEFAULT_INDEX
 
     parser = sub.add_parser(
         "update",

@@ -9,79 +9,32 @@ with one atomic swap (channel.add_packages), so an interrupted build leaves a va
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rattler_build.render import RenderConfig
-from rattler_build.stage0 import Stage0Recipe
-from rattler_build.tool_config import PlatformConfig
-from rattler_build.variant_config import VariantConfig
-
-from pascal_forge.channel import (
+from pascal_forge.build.channel import (
     add_packages,
     channel_lock,
     channel_url,
     ensure_channel,
-    human_size,
     read_build_record,
     read_packages,
 )
-from pascal_forge.errors import BuildError, RenderError
-
-TARGET_PLATFORM = "linux-64"
-
-
-@dataclass(frozen=True)
-class EngineVariant:
-    """One rendered variant of a recipe, as plain data."""
-
-    variant: dict[str, str]
-    name: str
-    version: str
-    build_string: str
-    recipe: dict[str, Any]  # the stage-1 recipe as a dict (sources, requirements, ...)
-
-
-def _render(recipe_file: Path, variant_file: Path) -> list[Any]:
-    """The engine's rendered variants (``RenderedVariant``) of one recipe for linux-64."""
-    try:
-        return list(
-            Stage0Recipe.from_file(recipe_file).render(
-                VariantConfig.from_file(variant_file),
-                RenderConfig(platform=PlatformConfig(target_platform=TARGET_PLATFORM)),
-            )
-        )
-    except Exception as exc:  # the engine raises its own exception types; report them uniformly
-        raise RenderError(
-            f"rattler-build could not render {recipe_file} with {variant_file}: {exc}",
-            "fix the template or spec that produced this recipe",
-        ) from exc
-
-
-def engine_render(recipe_file: Path, variant_file: Path) -> list[EngineVariant]:
-    out = []
-    for v in _render(recipe_file, variant_file):
-        data = v.recipe.to_dict()
-        out.append(
-            EngineVariant(
-                variant={k: str(val) for k, val in v.variant.items()},
-                name=data["package"]["name"],
-                version=data["package"]["version"],
-                build_string=data["build"]["string"],
-                recipe=data,
-            )
-        )
-    return out
-
+from pascal_forge.build.engine import (
+    TARGET_PLATFORM,
+    EngineVariant,
+    discover_recipes,
+    engine_render,
+    render_raw,
+)
+from pascal_forge.errors import BuildError
 
 # --------------------------------------------------------------------------------------------
 # Building a recipes tree into the local channel, in dependency order, incrementally.
@@ -132,16 +85,6 @@ class BuildOptions:
     variants: tuple[tuple[str, str], ...] = ()  # (key, value) filters, e.g. ("python", "3.12")
     backend: str = "engine"
     test: str = "native"  # the engine's test strategy: run each recipe's package test, or "skip"
-
-
-def discover_recipes(recipes_dir: Path) -> tuple[Path, ...]:
-    found = tuple(sorted(p.parent for p in recipes_dir.glob("*/recipe.yaml")))
-    if not found:
-        raise BuildError(
-            f"no recipes (*/recipe.yaml) under {recipes_dir}",
-            "run `pascal-forge generate --out DIR` first, or pass --recipes DIR",
-        )
-    return found
 
 
 def definition_hash(recipe_dir: Path, variant: dict[str, str]) -> str:
@@ -282,7 +225,7 @@ def _run_backend(target: BuildTarget, options: BuildOptions, channel: Path, scra
 def _run_engine(target: BuildTarget, options: BuildOptions, channels: list[str], out: Path) -> Path:
     from rattler_build.tool_config import ToolConfiguration
 
-    rendered = _render(target.recipe_dir / "recipe.yaml", target.recipe_dir.parent / "variants.yaml")[
+    rendered = render_raw(target.recipe_dir / "recipe.yaml", target.recipe_dir.parent / "variants.yaml")[
         target.index
     ]
     tool = ToolConfiguration(test_strategy="native" if options.test == "native" else "skip")
@@ -358,121 +301,5 @@ def _run_cli(target: BuildTarget, options: BuildOptions, channels: list[str], ou
     return new[0]
 
 
-def summary_table(outcomes: tuple[BuildOutcome, ...]) -> str:
-    rows = [("package", "build string", "status", "size", "sha256")]
-    rows += [
-        (
-            f"{o.target.variant.name} {o.target.variant.version}",
-            o.target.variant.build_string,
-            o.status,
-            human_size(o.size),
-            o.sha256,
-        )
-        for o in outcomes
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
 # --------------------------------------------------------------------------------------------
 # CLI
-
-
-def run(args: argparse.Namespace) -> int:
-    from pascal_forge.render import render_tree, write_tree
-    from pascal_forge.resolve import raise_on_failure, report, resolve_check
-    from pascal_forge.spec import load_spec
-
-    channel: Path = args.channel_dir
-    recipes: Path | None = args.recipes
-    if recipes is None:
-        spec = load_spec(args.spec)
-        stack = spec.stack(args.stack)
-        recipes = channel.resolve().parent / f".{channel.name}.recipes"
-        write_tree(render_tree(spec, stack.name), recipes)
-        _log(f"rendered stack {stack.name} into {recipes}")
-    variants = []
-    for item in args.variant or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise BuildError(f"--variant {item!r} is not KEY=VALUE", "e.g. --variant python=3.12")
-        variants.append((key, value))
-    options = BuildOptions(
-        channel_dir=channel,
-        channels=tuple(args.channels or ["conda-forge"]),
-        only=tuple(args.only or ()),
-        variants=tuple(variants),
-        backend=args.backend,
-        test=args.test,
-    )
-    outcomes = build_channel(recipes, options, _log)
-    print(summary_table(outcomes))
-    built = sum(o.status == "built" for o in outcomes)
-    print(f"{built} built, {len(outcomes) - built} up to date; channel {channel} is indexed")
-    if args.resolve_check and any(p.name == "vllm-pascal" for p in read_packages(channel)):
-        results = resolve_check(channel, options.channels)
-        print(report(results))
-        raise_on_failure(results)
-    elif args.resolve_check:
-        _log("resolve-check skipped: the channel holds no vllm-pascal yet")
-    return 0
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def configure_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "build",
-        help="build the stack's recipes into a local conda channel (incremental, atomic)",
-        description=(
-            "Build triton -> pytorch overlay -> vllm-pascal with the rattler-build engine into a local\n"
-            "channel, resolving dependencies from that channel first, then the -c channels. A variant\n"
-            "whose definition (recipe, patches, source pins, variant) is unchanged is not rebuilt; each\n"
-            "new package enters the channel in one atomic step. Ends with resolve-check."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=(
-            "examples:\n"
-            "  pascal-forge build                                  # all recipes into ./channel\n"
-            "  pascal-forge build --only triton-pascal --variant python=3.12\n"
-            "  pascal-forge build -c https://mirror.example/conda-forge --channel-dir /srv/pascal"
-        ),
-    )
-    parser.add_argument("--spec", type=Path, metavar="FILE", help="TOML spec merged over the built-in one")
-    parser.add_argument("--stack", metavar="NAME", help="stack to build (default: the spec's default_stack)")
-    parser.add_argument(
-        "--recipes", type=Path, metavar="DIR", help="build this generated tree instead of the spec"
-    )
-    parser.add_argument("--only", action="append", metavar="NAME", help="recipe folder to build (repeatable)")
-    parser.add_argument(
-        "--channel-dir", type=Path, default=Path("channel"), metavar="DIR", help="default: ./channel"
-    )
-    parser.add_argument(
-        "-c",
-        "--channel",
-        dest="channels",
-        action="append",
-        metavar="CHANNEL",
-        help="upstream channel name or URL, after the local one (repeatable; default: conda-forge)",
-    )
-    parser.add_argument(
-        "--variant", action="append", metavar="K=V", help="only variants with K=V, e.g. python=3.12"
-    )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="engine",
-        help="engine (py-rattler-build, default) or a CLI on PATH",
-    )
-    parser.add_argument(
-        "--test",
-        choices=("native", "skip"),
-        default="native",
-        help="run each recipe's package test after building (default: native)",
-    )
-    parser.add_argument(
-        "--no-resolve-check", dest="resolve_check", action="store_false", help="skip the final resolve-check"
-    )
-    parser.set_defaults(func=run)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pascal_forge.channel import (
+from pascal_forge.build.channel import (
     ChannelPackage,
     channel_lock,
     consistency_problems,
@@ -41,7 +41,7 @@ def _table(packages: Sequence[ChannelPackage], extra: Sequence[str] = ()) -> str
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    from pascal_forge.publish import publish
+    from pascal_forge.hosting.publish import publish
 
     result = publish(args.channel_dir, args.to, args.base_url)
     if args.json:
@@ -68,7 +68,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from pascal_forge.serve import make_server
+    from pascal_forge.hosting.serve import make_server
 
     server = make_server(args.channel_dir, args.bind, args.port)
     print(f"serving {server.root} read-only at {server.url} (Ctrl-C stops)", flush=True)
@@ -89,7 +89,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_upload(args: argparse.Namespace) -> int:
-    from pascal_forge.upload import KINDS, parse_target, plan_upload, token_present, upload
+    from pascal_forge.hosting.upload import KINDS, parse_target, plan_upload, token_present, upload
 
     kind, dest = args.to
     if kind not in KINDS:

@@ -17,8 +17,8 @@ from pathlib import Path
 import jinja2
 
 from pascal_forge.errors import NixUnsupportedError, RenderError
-from pascal_forge.render import VLLM_SOURCE_ENV, RecipePlan, RenderedFile, environment, plan_recipes
-from pascal_forge.spec import Source, Spec, Stack
+from pascal_forge.recipes.render import VLLM_SOURCE_ENV, RecipePlan, RenderedFile, environment, plan_recipes
+from pascal_forge.stack.spec import Source, Spec, Stack
 
 #: The nixpkgs branch the flake builds against, per torch version. The overlay patches nixpkgs'
 #: own torch and triton builds, so their versions must be the stack's; overlay.nix checks that
@@ -91,7 +91,7 @@ def _nix_source(src: Source) -> NixSource:
 def _unsupported(recipe: str, src: Source, why: str) -> NixUnsupportedError:
     return NixUnsupportedError(
         f"source {src.name!r} of recipe {recipe}: {why}",
-        "generate the conda recipes only for this stack, or teach pascal_forge/nix.py where the "
+        "generate the conda recipes only for this stack, or teach pascal_forge/recipes/nix.py where the "
         "source goes in nixpkgs' build",
     )
 
@@ -144,7 +144,7 @@ def nixpkgs_input(stack: Stack) -> str:
         raise NixUnsupportedError(
             f"stack {stack.name}: no nixpkgs branch is known whose python3Packages.torch is {stack.torch} "
             f"(known: {known})",
-            "add that branch to NIXPKGS_FOR_TORCH in pascal_forge/nix.py, or generate the conda recipes only",
+            "add that branch to NIXPKGS_FOR_TORCH in pascal_forge/recipes/nix.py, or generate the conda recipes only",
         ) from None
 
 

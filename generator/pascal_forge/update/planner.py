@@ -21,18 +21,17 @@ from __future__ import annotations
 import re
 import subprocess
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from pascal_forge.check import RecipeCheck, check_recipe
+from pascal_forge.console import Log
 from pascal_forge.errors import PinUnresolvedError, SourceError, SpecError
-from pascal_forge.patches import Outcome
-from pascal_forge.sources import obtain, unpack
-from pascal_forge.spec import (
+from pascal_forge.stack.patches import Outcome
+from pascal_forge.stack.sources import obtain, unpack
+from pascal_forge.stack.spec import (
     RECIPES,
     Dependency,
     PatchEntry,
@@ -42,8 +41,8 @@ from pascal_forge.spec import (
     Stack,
     recipe_kind,
 )
-from pascal_forge.update import derived_run, read_requirement_files
-from pascal_forge.upstream import (
+from pascal_forge.update.command import derived_run, read_requirement_files
+from pascal_forge.update.upstream import (
     DEFAULT_CONDA_CHANNEL,
     DEFAULT_INDEX,
     CondaArtifact,
@@ -53,8 +52,8 @@ from pascal_forge.upstream import (
     conda_artifacts,
     pinned_requirement,
 )
+from pascal_forge.verify.check import RecipeCheck, check_recipe
 
-Log = Callable[[str], None]
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -775,7 +774,7 @@ def markers(name: str) -> tuple[str, str]:
 
 
 def stack_block(plan: UpdatePlan, draft: str = "") -> str:
-    from pascal_forge.render import environment
+    from pascal_forge.recipes.render import environment
 
     begin, end = markers(plan.stack.name)
     return (
@@ -828,8 +827,8 @@ def write_update(plan: UpdatePlan, spec_path: Path, out: Path, draft: str = "") 
     rendered in memory, then written beside ``out`` and swapped in (render.write_tree), and the
     spec file is replaced last through a temporary file. A draft stack gets no recipes.
     """
-    from pascal_forge.render import render_tree, write_tree
-    from pascal_forge.spec import load_spec
+    from pascal_forge.recipes.render import render_tree, write_tree
+    from pascal_forge.stack.spec import load_spec
 
     existing = spec_path.read_text("utf-8") if spec_path.exists() else SPEC_HEADER
     text = spec_with_stack(existing, stack_block(plan, draft), plan.stack.name, str(spec_path))

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pascal_forge.build import TARGET_PLATFORM, discover_recipes, engine_render
-from pascal_forge.channel import ChannelPackage, channel_url, index_channel, read_packages
+from pascal_forge.build.channel import ChannelPackage, channel_url, index_channel, read_packages
+from pascal_forge.build.engine import TARGET_PLATFORM, discover_recipes, engine_render
 from pascal_forge.errors import StockResolvableError, UnsatisfiableError
-from pascal_forge.render import BUILD_TOKEN, render_tree, write_tree
-from pascal_forge.spec import load_spec
+from pascal_forge.recipes.render import BUILD_TOKEN, render_tree, write_tree
+from pascal_forge.stack.spec import load_spec
 
 if TYPE_CHECKING:
     from rattler import RepoDataRecord

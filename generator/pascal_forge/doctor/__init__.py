@@ -1,0 +1,1 @@
+"""Diagnosing an installed prefix: the checks, the prefix reader, the GPU/driver probes."""

@@ -1,0 +1,1 @@
+"""Following upstream: PyPI / conda-forge discovery, the stack planner, requirement derivation."""
