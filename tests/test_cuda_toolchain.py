@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pascal_forge.errors import ToolchainError
-from pascal_forge.verify import cuda
+from pascal_forge.verify import artifacts, toolchain, toolchain_pins
+from pascal_forge.verify import compile as compile_runner
 
 
 def _fake_nvcc(tmp_path: Path, release: str) -> Path:
@@ -28,17 +29,17 @@ def _fake_nvcc(tmp_path: Path, release: str) -> Path:
 
 def test_cuda13_is_refused_with_a_way_out(tmp_path: Path) -> None:
     with pytest.raises(ToolchainError) as exc:
-        cuda.check_nvcc(_fake_nvcc(tmp_path, "13.0.88"))
+        toolchain.check_nvcc(_fake_nvcc(tmp_path, "13.0.88"))
     assert "sm_60" in exc.value.message
     assert "--setup-toolchain" in exc.value.hint
 
 
 def test_cuda12_is_accepted(tmp_path: Path) -> None:
-    assert cuda.check_nvcc(_fake_nvcc(tmp_path, "12.4.131")) == "12.4.131"
+    assert toolchain.check_nvcc(_fake_nvcc(tmp_path, "12.4.131")) == "12.4.131"
 
 
 def test_pins_are_complete() -> None:
-    pins = cuda.load_pins()
+    pins = toolchain_pins.load_pins()
     sha = re.compile(r"^[0-9a-f]{64}$")
     assert pins.debs
     assert pins.debs[0].version.startswith("12.4.131")
@@ -56,7 +57,7 @@ def test_pins_are_complete() -> None:
 def test_record_hashes() -> None:
     digest = hashlib.sha256(b"x").digest()
     row = f"torch/include/a.h,sha256={base64.urlsafe_b64encode(digest).decode().rstrip('=')},1"
-    assert cuda._record_hashes(row + "\nRECORD,,\n") == {"torch/include/a.h": digest.hex()}
+    assert artifacts.record_hashes(row + "\nRECORD,,\n") == {"torch/include/a.h": digest.hex()}
 
 
 def test_unpack_deb_filters_members(tmp_path: Path) -> None:
@@ -74,7 +75,7 @@ def test_unpack_deb_filters_members(tmp_path: Path) -> None:
 
     deb = tmp_path / "x.deb"
     deb.write_bytes(b"!<arch>\n" + member("debian-binary", b"2.0\n") + member("data.tar", payload))
-    picked = cuda.unpack_deb(deb, tmp_path / "out", lambda m: m.startswith("usr/bin/"))
+    picked = artifacts.unpack_deb(deb, tmp_path / "out", lambda m: m.startswith("usr/bin/"))
     assert picked == ["./usr/bin/nvcc"]
     assert (tmp_path / "out" / "usr/bin/nvcc").read_bytes() == b"hi"
     assert not (tmp_path / "out" / "usr/share").exists()
@@ -82,22 +83,24 @@ def test_unpack_deb_filters_members(tmp_path: Path) -> None:
 
 def test_first_errors_prefers_error_lines() -> None:
     out = 'note: a\nx.cu(216): error: no instance of overloaded function "atomicAdd"\nmore\n'
-    assert cuda.first_errors(out) == ('x.cu(216): error: no instance of overloaded function "atomicAdd"',)
+    assert compile_runner.first_errors(out) == (
+        'x.cu(216): error: no instance of overloaded function "atomicAdd"',
+    )
 
 
 def test_tree_digest_is_stable(tmp_path: Path) -> None:
     (tmp_path / "include" / "a").mkdir(parents=True)
     (tmp_path / "include" / "a" / "b.h").write_text("x")
-    first = cuda.tree_sha256(tmp_path, ["include/"])
+    first = artifacts.tree_sha256(tmp_path, ["include/"])
     (tmp_path / "include" / "a" / "b.h").write_text("y")
-    assert cuda.tree_sha256(tmp_path, ["include/"]) != first
+    assert artifacts.tree_sha256(tmp_path, ["include/"]) != first
 
 
 def test_toolchain_pins_agree_with_the_spec() -> None:
     """The CUDA check compiles against the same upstream pins the recipes use (one source of truth)."""
     from pascal_forge.stack.spec import load_spec
 
-    pins = cuda.load_pins()
+    pins = toolchain_pins.load_pins()
     stack = load_spec().stack()
     by_name = {s.name: s for s in stack.sources}
     assert pins.cutlass.commit == by_name["cutlass"].rev

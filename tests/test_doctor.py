@@ -15,21 +15,12 @@ import pytest
 import rattler
 
 from pascal_forge import cli
-from pascal_forge.doctor.checks import (
-    Context,
-    Finding,
-    Status,
-    as_json,
-    check_cuda_version,
-    check_driver,
-    check_gpu,
-    check_records,
-    diagnose,
-    format_report,
-    pascal_spec,
-)
+from pascal_forge.doctor.checks import check_records, diagnose
+from pascal_forge.doctor.command import as_json, format_report
+from pascal_forge.doctor.context import Context, Finding, Status, pascal_spec
 from pascal_forge.doctor.prefix import read_prefix
 from pascal_forge.doctor.probes import Gpu, Smi, SmiState
+from pascal_forge.doctor.system import check_cuda_version, check_driver, check_gpu
 from pascal_forge.stack.spec import load_spec
 
 STACK = load_spec().stack()

@@ -25,7 +25,8 @@ import fake_tools
 import pascal_env
 import torchfiles
 from condapkgs import install_prefix, make_channel, overwrite
-from pascal_forge.doctor.checks import Finding, Status, diagnose, make_context, pascal_spec
+from pascal_forge.doctor.checks import diagnose
+from pascal_forge.doctor.context import Finding, Status, make_context, pascal_spec
 from pascal_forge.stack.spec import load_spec
 
 pytestmark = pytest.mark.integration

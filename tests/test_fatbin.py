@@ -92,7 +92,8 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def _toolchain() -> Path:
     from pascal_forge.stack.sources import default_cache_dir
-    from pascal_forge.verify.cuda import load_pins, setup_toolchain
+    from pascal_forge.verify.toolchain import setup_toolchain
+    from pascal_forge.verify.toolchain_pins import load_pins
 
     try:
         return setup_toolchain(default_cache_dir(), load_pins()).root

@@ -6,7 +6,7 @@ import pytest
 
 from pascal_forge.stack.sources import default_cache_dir, obtain
 from pascal_forge.stack.spec import builtin_spec_path, load_spec
-from pascal_forge.update.command import derived_block, map_requirements, replace_block
+from pascal_forge.update.requirements import derived_block, map_requirements, replace_block
 
 
 @pytest.mark.integration

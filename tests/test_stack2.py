@@ -374,7 +374,7 @@ def test_second_stack_run_requirements_match_its_sdist() -> None:
     and rewriting it in place leaves the spec (and the default stack's block) unchanged."""
     from pascal_forge.stack.sources import default_cache_dir, obtain
     from pascal_forge.stack.spec import builtin_spec_path
-    from pascal_forge.update.command import derived_block, replace_block
+    from pascal_forge.update.requirements import derived_block, replace_block
 
     stack = load_spec().stack(STACK)
     tree = obtain(stack.patched_source("vllm-pascal"), default_cache_dir()).tree

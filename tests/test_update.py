@@ -16,7 +16,8 @@ import pytest
 from pascal_forge.cli import main
 from pascal_forge.stack.patches import hunk_text
 from pascal_forge.stack.spec import load_spec
-from pascal_forge.update.planner import cmake_fetches, spec_with_stack
+from pascal_forge.update.fetches import cmake_fetches
+from pascal_forge.update.write import spec_with_stack
 from pypi_server import Fault, LocalIndex, closed_port_url, sdist, serve, serve_directory, wheel
 
 BODY = "".join(f"line {i}\n" for i in range(1, 21))

@@ -24,7 +24,7 @@ COMMAND_MODULES = (
     "pascal_forge.build.command",
     "pascal_forge.build.resolve",
     "pascal_forge.hosting.command",
-    "pascal_forge.doctor.checks",
+    "pascal_forge.doctor.command",
 )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-_TIMEOUT = 60
+TIMEOUT = 60
 _CUDA_VERSION = re.compile(r"CUDA Version\s*:\s*(\d+)\.(\d+)")
 _RELEASE = re.compile(r"release (\d+)\.(\d+), V(\d+(?:\.\d+)*)")
 _QUERY = "--query-gpu=index,name,compute_cap,driver_version"
@@ -49,9 +49,9 @@ class Smi:
 
 def _run(argv: list[str]) -> tuple[int, str]:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
-        return -1, f"`{' '.join(argv)}` did not answer within {_TIMEOUT}s"
+        return -1, f"`{' '.join(argv)}` did not answer within {TIMEOUT}s"
     except OSError as exc:
         return -1, f"cannot run {argv[0]}: {exc.strerror or exc}"
     return done.returncode, (done.stdout + done.stderr).strip()
