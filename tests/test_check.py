@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pascal_forge.cli import main
+from pascal_forge.stack.model import PatchEntry
 from pascal_forge.stack.patches import Outcome, apply_series
-from pascal_forge.stack.spec import PatchEntry
 
 ORIGINAL = "".join(f"line {i}\n" for i in range(1, 31))
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pascal_forge.errors import PatchLibraryError, SpecError, UnknownPackageError, UnknownVersionError
-from pascal_forge.stack.spec import builtin_patch_library, load_spec, recipe_kind
+from pascal_forge.stack.model import recipe_kind
+from pascal_forge.stack.spec import builtin_patch_library, load_spec
 
 
 def write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:

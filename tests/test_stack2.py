@@ -14,7 +14,9 @@ import pytest
 
 from pascal_forge.cli import main
 from pascal_forge.errors import PatchLibraryError
-from pascal_forge.stack.spec import Source, Spec, load_patch_library, load_spec
+from pascal_forge.stack.library import load_patch_library
+from pascal_forge.stack.model import Source, Spec
+from pascal_forge.stack.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = "vllm-0.11.0"

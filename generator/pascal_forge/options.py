@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pascal_forge.stack.spec import Spec
+from pascal_forge.stack.model import Spec
 
 
 def spec_option(parser: argparse.ArgumentParser) -> None:

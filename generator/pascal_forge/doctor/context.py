@@ -13,7 +13,8 @@ from pascal_forge.doctor.prefix import DistInfo, Prefix, read_prefix, resolve_pr
 from pascal_forge.doctor.probes import Smi, probe_nvidia_smi
 from pascal_forge.errors import UnknownVersionError
 from pascal_forge.recipes.render import BUILD_TOKEN
-from pascal_forge.stack.spec import Stack, load_spec
+from pascal_forge.stack.model import Stack
+from pascal_forge.stack.spec import load_spec
 
 #: Where fixes install from when neither --channel nor an installed Pascal package names a channel:
 #: the folder `pascal-forge build` writes.

@@ -18,7 +18,7 @@ import jinja2
 
 from pascal_forge.errors import NixUnsupportedError, RenderError
 from pascal_forge.recipes.render import VLLM_SOURCE_ENV, RecipePlan, RenderedFile, environment, plan_recipes
-from pascal_forge.stack.spec import Source, Spec, Stack
+from pascal_forge.stack.model import Source, Spec, Stack
 
 #: The nixpkgs branch the flake builds against, per torch version. The overlay patches nixpkgs'
 #: own torch and triton builds, so their versions must be the stack's; overlay.nix checks that

@@ -18,16 +18,7 @@ import jinja2
 from packaging.version import Version
 
 from pascal_forge.errors import DraftStackError, PatchLibraryError, RenderError, StaleRecipesError
-from pascal_forge.stack.spec import (
-    RECIPES,
-    Dependency,
-    PatchEntry,
-    RecipeKind,
-    RecipeRequirements,
-    Source,
-    Spec,
-    Stack,
-)
+from pascal_forge.stack.model import RECIPES, Dependency, PatchEntry, RecipeKind, RecipeRequirements, Source, Spec, Stack
 
 #: Token in every build string we produce; dependants match on ``*pascal*`` so the solver can
 #: never substitute stock triton/pytorch (same name and version, different build string).

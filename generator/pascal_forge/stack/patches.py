@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pascal_forge.errors import ToolchainError
-from pascal_forge.stack.spec import PatchEntry
+from pascal_forge.stack.model import PatchEntry
 
 
 class Outcome(StrEnum):

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import requests
 
 from pascal_forge.errors import HashMismatchError, SourceError
-from pascal_forge.stack.spec import Source
+from pascal_forge.stack.model import Source
 
 CHUNK = 1 << 20
 Progress = Callable[[str], None]

@@ -7,13 +7,8 @@ from dataclasses import dataclass
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from pascal_forge.stack.model import RECIPES, PatchEntry, Stack, recipe_kind
 from pascal_forge.stack.patches import Outcome
-from pascal_forge.stack.spec import (
-    RECIPES,
-    PatchEntry,
-    Stack,
-    recipe_kind,
-)
 from pascal_forge.update.plan import (
     Planner,
 )

@@ -7,11 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pascal_forge.errors import SourceError
+from pascal_forge.stack.model import Source, Stack
 from pascal_forge.stack.sources import obtain
-from pascal_forge.stack.spec import (
-    Source,
-    Stack,
-)
 from pascal_forge.update.pins import (
     check_commit,
 )

@@ -8,12 +8,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from pascal_forge.stack.spec import (
-    Dependency,
-    RecipeRequirements,
-    Source,
-    Stack,
-)
+from pascal_forge.stack.model import Dependency, RecipeRequirements, Source, Stack
 from pascal_forge.update.plan import (
     Planner,
 )

@@ -7,11 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from pascal_forge.errors import PinUnresolvedError, SourceError
+from pascal_forge.stack.model import Source, Stack
 from pascal_forge.stack.sources import unpack
-from pascal_forge.stack.spec import (
-    Source,
-    Stack,
-)
 from pascal_forge.update.plan import (
     COMMIT_RE,
     Planner,

@@ -9,11 +9,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from pascal_forge.console import Log
-from pascal_forge.stack.spec import (
-    Dependency,
-    Spec,
-    Stack,
-)
+from pascal_forge.stack.model import Dependency, Spec, Stack
 from pascal_forge.update.upstream import (
     DEFAULT_CONDA_CHANNEL,
     DEFAULT_INDEX,

@@ -21,12 +21,7 @@ from __future__ import annotations
 from packaging.version import Version
 
 from pascal_forge.console import Log
-from pascal_forge.stack.spec import (
-    RECIPES,
-    Source,
-    Spec,
-    Stack,
-)
+from pascal_forge.stack.model import RECIPES, Source, Spec, Stack
 from pascal_forge.update.carry import carry_patches
 from pascal_forge.update.fetches import (
     vllm_subprojects,

@@ -14,7 +14,7 @@ from packaging.version import Version
 
 from pascal_forge.errors import SourceError, SpecError
 from pascal_forge.recipes.render import toml_dep
-from pascal_forge.stack.spec import Dependency
+from pascal_forge.stack.model import Dependency
 from pascal_forge.update.upstream import LINUX_X86_64
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from pascal_forge.console import log
 from pascal_forge.errors import PatchFailedError, SourceError, SpecError
 from pascal_forge.options import selected_stack, spec_option
+from pascal_forge.stack.model import RECIPES, PatchEntry, Source, Spec, Stack, recipe_kind
 from pascal_forge.stack.patches import Outcome, PatchResult, apply_series
 from pascal_forge.stack.sources import Obtained, default_cache_dir, obtain
-from pascal_forge.stack.spec import RECIPES, PatchEntry, Source, Spec, Stack, load_spec, recipe_kind
+from pascal_forge.stack.spec import load_spec
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ from pascal_forge.errors import (
     PatchLibraryError,
     SourceError,
 )
+from pascal_forge.stack.library import load_patch_library
+from pascal_forge.stack.model import PatchEntry
 from pascal_forge.stack.patches import apply_series
 from pascal_forge.stack.sources import obtain
-from pascal_forge.stack.spec import PatchEntry, load_patch_library, load_spec
+from pascal_forge.stack.spec import load_spec
 from pascal_forge.verify import cmake_archs
 from pascal_forge.verify.toolchain import (
     Toolchain,
