@@ -30,7 +30,8 @@ def main() -> None:
         cli = time.perf_counter() - start
 
         t0 = time.perf_counter()
-        from pascal_forge.recipes.render import render_tree, write_tree
+        from pascal_forge.recipes.render import render_tree
+        from pascal_forge.recipes.tree import write_tree
         from pascal_forge.stack.spec import load_spec
 
         imports = time.perf_counter() - t0

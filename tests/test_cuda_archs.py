@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pascal_forge.errors import CMakeEvalError
-from pascal_forge.verify import cmake_archs
+from pascal_forge.verify import cmake_archs, cmake_parse
 from pascal_forge.verify.cmake_archs import (
     cuda_archs_loose_intersection,
     gencode_flags,
@@ -206,7 +206,7 @@ def test_if_conditions(cond: str, want: bool) -> None:
 
 
 def test_parser_quotes_escapes_and_nesting() -> None:
-    cmds = cmake_archs.parse('set(X "a \\"b\\" ;c" d)  # comment\nif((A AND (B)))\nendif()\n')
+    cmds = cmake_parse.parse('set(X "a \\"b\\" ;c" d)  # comment\nif((A AND (B)))\nendif()\n')
     assert cmds[0].args[0].text == "X"
     assert cmds[0].args[1].text == 'a "b" ;c'
     assert cmds[0].args[1].quoted

@@ -34,7 +34,8 @@ from pascal_forge.build import overlay
 from pascal_forge.build.backends import BuildOptions, build_channel
 from pascal_forge.build.channel import add_packages, consistency_problems, read_packages
 from pascal_forge.build.resolve import planned_records, raise_on_failure, resolve_check
-from pascal_forge.recipes.render import render_tree, write_tree
+from pascal_forge.recipes.render import render_tree
+from pascal_forge.recipes.tree import write_tree
 from pascal_forge.stack.spec import load_spec
 from synthetic import GATE_FILES, PLACEHOLDER, SP, UPSTREAM_CONSTRAINS, UPSTREAM_DEPENDS, synthetic_pytorch
 

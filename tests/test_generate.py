@@ -130,7 +130,7 @@ def test_bad_input_leaves_previous_recipes_untouched(
 def test_failure_midway_through_writing_keeps_the_old_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pascal_forge.recipes import render
+    from pascal_forge.recipes import tree
 
     out = tmp_path / "recipes"
     main(["generate", "--out", str(out)])
@@ -147,7 +147,7 @@ def test_failure_midway_through_writing_keeps_the_old_tree(
 
     monkeypatch.setattr(Path, "write_bytes", flaky)
     with pytest.raises(OSError, match="No space left"):
-        render.write_tree(files, out)
+        tree.write_tree(files, out)
     assert tree_digest(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipes"]
 

@@ -14,7 +14,8 @@ import pytest
 from pascal_forge.build.resolve import planned_channel, resolve_check
 from pascal_forge.cli import main
 from pascal_forge.errors import StockResolvableError, UnsatisfiableError
-from pascal_forge.recipes.render import render_tree, write_tree
+from pascal_forge.recipes.render import render_tree
+from pascal_forge.recipes.tree import write_tree
 from pascal_forge.stack.spec import load_spec
 
 pytestmark = pytest.mark.integration

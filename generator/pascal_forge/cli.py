@@ -13,7 +13,8 @@ from pathlib import Path
 from pascal_forge import __version__
 from pascal_forge.errors import PascalForgeError, StaleRecipesError
 from pascal_forge.options import selected_stack, spec_option
-from pascal_forge.recipes.render import check_tree, render_patch_docs, render_tree, write_tree
+from pascal_forge.recipes.render import render_patch_docs, render_tree
+from pascal_forge.recipes.tree import check_tree, write_tree
 from pascal_forge.stack.spec import load_spec
 
 #: Modules that add their own sub-command through ``configure_parser(subparsers)``.

@@ -32,7 +32,8 @@ def summary_table(outcomes: tuple[BuildOutcome, ...]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from pascal_forge.build.resolve import raise_on_failure, report, resolve_check
-    from pascal_forge.recipes.render import render_tree, write_tree
+    from pascal_forge.recipes.render import render_tree
+    from pascal_forge.recipes.tree import write_tree
     from pascal_forge.stack.spec import load_spec
 
     channel: Path = args.channel_dir

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from pascal_forge.build.channel import ChannelPackage, channel_url, index_channel, read_packages
 from pascal_forge.build.engine import TARGET_PLATFORM, discover_recipes, engine_render
 from pascal_forge.errors import StockResolvableError, UnsatisfiableError
-from pascal_forge.recipes.render import BUILD_TOKEN, render_tree, write_tree
+from pascal_forge.recipes.render import BUILD_TOKEN, render_tree
+from pascal_forge.recipes.tree import write_tree
 from pascal_forge.stack.spec import load_spec
 
 if TYPE_CHECKING:

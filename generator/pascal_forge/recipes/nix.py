@@ -17,7 +17,8 @@ from pathlib import Path
 import jinja2
 
 from pascal_forge.errors import NixUnsupportedError, RenderError
-from pascal_forge.recipes.render import VLLM_SOURCE_ENV, RecipePlan, RenderedFile, environment, plan_recipes
+from pascal_forge.recipes.render import VLLM_SOURCE_ENV, RecipePlan, environment, plan_recipes
+from pascal_forge.recipes.tree import RenderedFile
 from pascal_forge.stack.model import Source, Spec, Stack
 
 #: The nixpkgs branch the flake builds against, per torch version. The overlay patches nixpkgs'

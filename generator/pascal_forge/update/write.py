@@ -74,7 +74,8 @@ def write_update(plan: UpdatePlan, spec_path: Path, out: Path, draft: str = "") 
     rendered in memory, then written beside ``out`` and swapped in (render.write_tree), and the
     spec file is replaced last through a temporary file. A draft stack gets no recipes.
     """
-    from pascal_forge.recipes.render import render_tree, write_tree
+    from pascal_forge.recipes.render import render_tree
+    from pascal_forge.recipes.tree import write_tree
     from pascal_forge.stack.spec import load_spec
 
     existing = spec_path.read_text("utf-8") if spec_path.exists() else SPEC_HEADER
