@@ -70,7 +70,10 @@ def _rendered(recipe: str) -> tuple[str, str, str, tuple[str, ...]]:
     """(name, version, build string, run requirements) of a committed recipe's py3.12 variant."""
     (v,) = [
         v
-        for v in engine_render(ROOT / "recipes" / recipe / "recipe.yaml", ROOT / "recipes" / "variants.yaml")
+        for v in engine_render(
+            ROOT / "recipes" / "vllm-0.8.5" / recipe / "recipe.yaml",
+            ROOT / "recipes" / "vllm-0.8.5" / "variants.yaml",
+        )
         if v.variant["python"] == f"{PY}.*"
     ]
     return v.name, v.version, v.build_string, tuple(str(d) for d in v.recipe["requirements"]["run"])

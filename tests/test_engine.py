@@ -13,7 +13,7 @@ from recipe_formats import from_engine, from_meta
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-TREES = [ROOT / "recipes", ROOT / "tests" / "golden", ROOT / "recipes-vllm-0.11.0"]
+TREES = [ROOT / "recipes" / "vllm-0.8.5", ROOT / "tests" / "golden", ROOT / "recipes" / "vllm-0.11.0"]
 RECIPES = ["triton-pascal", "pytorch-pascal", "vllm-pascal"]
 
 
@@ -36,7 +36,10 @@ def test_engine_renders_every_variant_and_meta_yaml_agrees(tree: Path, recipe: s
 def test_build_strings_carry_the_pascal_token(recipe: str) -> None:
     from pascal_forge.build.engine import engine_render
 
-    for v in engine_render(ROOT / "recipes" / recipe / "recipe.yaml", ROOT / "recipes" / "variants.yaml"):
+    for v in engine_render(
+        ROOT / "recipes" / "vllm-0.8.5" / recipe / "recipe.yaml",
+        ROOT / "recipes" / "vllm-0.8.5" / "variants.yaml",
+    ):
         py = v.variant["python"].removesuffix(".*").replace(".", "")
         if recipe == "pytorch-pascal":
             # Upstream's shape: conda-forge's libtorch constrains `pytorch ==2.6.0 cuda126_mkl_*_300`.
@@ -58,8 +61,12 @@ def test_build_strings_carry_the_pascal_token(recipe: str) -> None:
 
 
 def test_dependants_pin_the_pascal_builds() -> None:
-    vllm = from_engine(ROOT / "recipes" / "vllm-pascal", ROOT / "recipes" / "variants.yaml")
-    torch = from_engine(ROOT / "recipes" / "pytorch-pascal", ROOT / "recipes" / "variants.yaml")
+    vllm = from_engine(
+        ROOT / "recipes" / "vllm-0.8.5" / "vllm-pascal", ROOT / "recipes" / "vllm-0.8.5" / "variants.yaml"
+    )
+    torch = from_engine(
+        ROOT / "recipes" / "vllm-0.8.5" / "pytorch-pascal", ROOT / "recipes" / "vllm-0.8.5" / "variants.yaml"
+    )
     for reqs in vllm.values():
         assert "triton ==3.2.0 *pascal*" in reqs.run
         assert "pytorch ==2.6.0 *pascal*" in reqs.run
@@ -74,7 +81,7 @@ def test_dependants_pin_the_pascal_builds() -> None:
 def test_second_stack_build_strings_carry_the_pascal_token(recipe: str) -> None:
     from pascal_forge.build.engine import engine_render
 
-    tree = ROOT / "recipes-vllm-0.11.0"
+    tree = ROOT / "recipes" / "vllm-0.11.0"
     variants = engine_render(tree / recipe / "recipe.yaml", tree / "variants.yaml")
     assert [v.variant["python"] for v in variants] == ["3.13.*"]
     for v in variants:
@@ -86,7 +93,7 @@ def test_second_stack_build_strings_carry_the_pascal_token(recipe: str) -> None:
 
 
 def test_second_stack_dependants_pin_its_pascal_builds() -> None:
-    tree = ROOT / "recipes-vllm-0.11.0"
+    tree = ROOT / "recipes" / "vllm-0.11.0"
     vllm = from_engine(tree / "vllm-pascal", tree / "variants.yaml")
     torch = from_engine(tree / "pytorch-pascal", tree / "variants.yaml")
     for reqs in vllm.values():

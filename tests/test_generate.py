@@ -82,12 +82,33 @@ def test_generate_twice_and_across_hash_seeds_is_byte_identical(tmp_path: Path) 
 
 
 def test_committed_recipes_are_up_to_date() -> None:
-    assert main(["generate", "--check", "--out", str(ROOT / "recipes")]) == 0
+    assert main(["generate", "--check", "--out", str(ROOT / "recipes" / "vllm-0.8.5")]) == 0
 
 
 def test_committed_recipes_of_the_second_stack_are_up_to_date() -> None:
-    out = ROOT / "recipes-vllm-0.11.0"
+    out = ROOT / "recipes" / "vllm-0.11.0"
     assert main(["generate", "--vllm", "0.11.0", "--check", "--out", str(out)]) == 0
+
+
+def test_bare_check_covers_every_stack_tree(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--all-stacks"]) == 0
+    names = sorted(s.name for s in load_spec().stacks if not s.draft)
+    assert sorted(p.name for p in (tmp_path / "recipes").iterdir()) == names
+    assert main(["generate", "--check"]) == 0
+    (tmp_path / "recipes" / names[-1] / "variants.yaml").write_text("edited\n")
+    assert main(["generate", "--check"]) == 7  # the second tree is checked too, not only the default's
+    assert main(["generate", "--check", "--stack", names[0]]) == 0  # the unedited one alone passes
+
+
+def test_generate_writes_the_selected_stack_into_its_own_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--vllm", "0.11.0"]) == 0
+    assert sorted(p.name for p in (tmp_path / "recipes").iterdir()) == ["vllm-0.11.0"]
+    assert main(["generate"]) == 0
+    assert sorted(p.name for p in (tmp_path / "recipes").iterdir()) == ["vllm-0.11.0", "vllm-0.8.5"]
 
 
 def test_check_lists_what_is_stale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_recipe_ships_the_tested_module_byte_for_byte() -> None:
-    assert (ROOT / "recipes" / "pytorch-pascal" / "repack.py").read_bytes() == OVERLAY_MODULE.read_bytes()
-    build_sh = (ROOT / "recipes" / "pytorch-pascal" / "build.sh").read_text("utf-8")
+    assert (
+        ROOT / "recipes" / "vllm-0.8.5" / "pytorch-pascal" / "repack.py"
+    ).read_bytes() == OVERLAY_MODULE.read_bytes()
+    build_sh = (ROOT / "recipes" / "vllm-0.8.5" / "pytorch-pascal" / "build.sh").read_text("utf-8")
     assert 'repack.py" extract' in build_sh and 'repack.py" install' in build_sh
 
 

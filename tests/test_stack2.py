@@ -289,7 +289,7 @@ def test_triton_package_test_fails_stock_and_passes_patched_lowering(tmp_path: P
         zf.extractall(site)
     for tool in (site / "triton" / "backends" / "nvidia" / "bin").iterdir():
         tool.chmod(0o755)
-    check = ROOT / "recipes-vllm-0.11.0" / "triton-pascal" / "pascal_check.py"
+    check = ROOT / "recipes" / "vllm-0.11.0" / "triton-pascal" / "pascal_check.py"
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "TRITON_CACHE_DIR": str(tmp_path / "cache")}
     stock = subprocess.run(
         [sys.executable, str(check)], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
@@ -317,8 +317,8 @@ def test_triton_package_test_fails_stock_and_passes_patched_lowering(tmp_path: P
 @pytest.mark.parametrize(
     ("stack_name", "tree", "env"),
     [
-        ("vllm-0.8.5", "recipes", "PASCAL_FORGE_TORCH_2_6_0_PYTHON"),
-        (STACK, "recipes-vllm-0.11.0", "PASCAL_FORGE_TORCH_2_8_0_PYTHON"),
+        ("vllm-0.8.5", "recipes/vllm-0.8.5", "PASCAL_FORGE_TORCH_2_6_0_PYTHON"),
+        (STACK, "recipes/vllm-0.11.0", "PASCAL_FORGE_TORCH_2_8_0_PYTHON"),
     ],
 )
 def test_pytorch_package_test_on_a_real_torch(stack_name: str, tree: str, env: str, tmp_path: Path) -> None:

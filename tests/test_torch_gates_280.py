@@ -10,7 +10,7 @@ device (a stand-in reporting a capability), ``ShortenTraceback`` (a RuntimeError
 ``first_useful_frame``, as in torch/_dynamo/exc.py), ``has_triton_package``, and the scheduler's
 ``V``/``get_scheduling_for_device``/``is_gpu``.
 
-The rendered package test (recipes-vllm-0.11.0/pytorch-pascal/pascal_check.py) was also run against
+The rendered package test (recipes/vllm-0.11.0/pytorch-pascal/pascal_check.py) was also run against
 a real pip-installed torch 2.8.0 (docs/stack2.md); test_stack2.py repeats that where one is given.
 """
 

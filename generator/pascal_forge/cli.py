@@ -11,10 +11,11 @@ from importlib import import_module
 from pathlib import Path
 
 from pascal_forge import __version__
-from pascal_forge.errors import PascalForgeError, StaleRecipesError
-from pascal_forge.options import selected_stack, spec_option
+from pascal_forge.errors import PascalForgeError, SpecError, StaleRecipesError
+from pascal_forge.options import RECIPES_ROOT, selected_stack, spec_option
 from pascal_forge.recipes.render import render_patch_docs, render_tree
 from pascal_forge.recipes.tree import check_tree, write_tree
+from pascal_forge.stack.model import Spec
 from pascal_forge.stack.spec import load_spec
 
 #: Modules that add their own sub-command through ``configure_parser(subparsers)``.
@@ -29,32 +30,51 @@ COMMAND_MODULES = (
 )
 
 
-#: Where each output format goes unless --out says otherwise.
-DEFAULT_OUT = {"conda": Path("recipes"), "nix": Path("nix")}
+NIX_OUT = Path("nix")
+FORMATS = ("conda", "nix")
+
+
+def default_out(fmt: str, stack: str) -> Path:
+    return NIX_OUT if fmt == "nix" else RECIPES_ROOT / stack
+
+
+def _stacks_to_generate(spec: Spec, args: argparse.Namespace) -> list[str]:
+    """--all-stacks, or a bare `--check` of the conda trees: every complete stack; else the selected one."""
+    every = args.all_stacks or (
+        args.check and args.format == "conda" and not (args.out or args.stack or args.vllm)
+    )
+    if every and args.out:
+        raise SpecError("--all-stacks writes one folder per stack under ./recipes", "drop --out")
+    if every:
+        return [s.name for s in spec.stacks if not s.draft]
+    return [selected_stack(spec, args)]
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
     spec = load_spec(args.spec)
-    stack = spec.stack(selected_stack(spec, args))
-    if args.format == "nix":
-        from pascal_forge.recipes.nix import render_nix_tree
+    for name in _stacks_to_generate(spec, args):
+        start = time.perf_counter()
+        stack = spec.stack(name)
+        if args.format == "nix":
+            from pascal_forge.recipes.nix import render_nix_tree
 
-        files = render_nix_tree(spec, stack.name)
-    else:
-        files = render_tree(spec, stack.name)
-    out: Path = args.out or DEFAULT_OUT[args.format]
-    if args.check:
-        command = "pascal-forge generate" + (" --format nix" if args.format == "nix" else "")
-        check_tree(files, out, command)
-        print(f"{out}: up to date ({len(files)} files)")
-        return 0
-    write_tree(files, out)
-    print(
-        f"wrote {len(files)} files to {out} for stack {stack.name} "
-        f"(vllm {stack.vllm}, torch {stack.torch}, triton {stack.triton}, CUDA {stack.cuda}) "
-        f"in {time.perf_counter() - start:.2f}s"
-    )
+            files = render_nix_tree(spec, stack.name)
+        else:
+            files = render_tree(spec, stack.name)
+        out: Path = args.out or default_out(args.format, stack.name)
+        if args.check:
+            command = "pascal-forge generate" + (
+                " --format nix" if args.format == "nix" else f" --stack {name}"
+            )
+            check_tree(files, out, command)
+            print(f"{out}: up to date ({len(files)} files)")
+            continue
+        write_tree(files, out)
+        print(
+            f"wrote {len(files)} files to {out} for stack {stack.name} "
+            f"(vllm {stack.vllm}, torch {stack.torch}, triton {stack.triton}, CUDA {stack.cuda}) "
+            f"in {time.perf_counter() - start:.2f}s"
+        )
     return 0
 
 
@@ -95,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "examples:\n"
-            "  pascal-forge generate                       # built-in stack into ./recipes\n"
-            "  pascal-forge generate --check               # exit 7 and list files if ./recipes is stale\n"
+            "  pascal-forge generate                       # default stack into ./recipes/vllm-0.8.5\n"
+            "  pascal-forge generate --vllm 0.11.0         # that stack into ./recipes/vllm-0.11.0\n"
+            "  pascal-forge generate --all-stacks          # every complete stack, one folder each\n"
+            "  pascal-forge generate --check               # exit 7 and list files if a ./recipes tree is stale\n"
             "  pascal-forge generate --format nix          # nixpkgs overlay + flake into ./nix\n"
             "  pascal-forge generate --spec my.toml --out /tmp/recipes"
         ),
@@ -104,11 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     spec_option(gen)
     gen.add_argument(
         "--format",
-        choices=sorted(DEFAULT_OUT),
+        choices=FORMATS,
         default="conda",
         help="conda recipes (default) or a Nix overlay from the same spec and patches",
     )
-    gen.add_argument("--out", type=Path, metavar="DIR", help="default: ./recipes (conda) or ./nix (nix)")
+    gen.add_argument(
+        "--out", type=Path, metavar="DIR", help="default: ./recipes/STACK (conda) or ./nix (nix)"
+    )
+    gen.add_argument(
+        "--all-stacks",
+        action="store_true",
+        help="every complete stack of the spec, each into ./recipes/STACK (a bare --check does this too)",
+    )
     gen.add_argument("--check", action="store_true", help="compare with DIR instead of writing")
     gen.set_defaults(func=run_generate)
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from pascal_forge.stack.model import Spec
 
+#: Generated conda recipes: one folder per stack, e.g. recipes/vllm-0.8.5/ (the Nix overlay is ./nix).
+RECIPES_ROOT = Path("recipes")
+
 
 def spec_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", type=Path, metavar="FILE", help="TOML spec merged over the built-in one")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pascal_forge.console import log
 from pascal_forge.errors import PinUnresolvedError, SpecError, UpdateBlockedError
+from pascal_forge.options import RECIPES_ROOT
 from pascal_forge.stack.patches import Outcome, PatchResult
 from pascal_forge.update.requirements import (
     derived_block,
@@ -112,7 +113,7 @@ def run_update(args: argparse.Namespace) -> int:
     written = None
     if args.write and (plan.ready or args.allow_failing):
         assert spec_path is not None
-        written = write_update(plan, spec_path, args.out or Path(f"recipes-{plan.stack.name}"), draft)
+        written = write_update(plan, spec_path, args.out or RECIPES_ROOT / plan.stack.name, draft)
     print(plan_json(plan, written) if args.json else format_plan(plan, spec.origin, written, args))
     if plan.blockers and not args.allow_failing:
         pins = [b for b in plan.blockers if b.pin]
@@ -256,7 +257,7 @@ def _configure_update(sub: Any) -> None:
         epilog=(
             "examples:\n"
             "  pascal-forge update --vllm 0.8.5.post1                        # print the plan\n"
-            "  pascal-forge update --vllm 0.8.5.post1 --spec my.toml --write # add it, recipes-vllm-0.8.5.post1/\n"
+            "  pascal-forge update --vllm 0.8.5.post1 --spec my.toml --write # add it, recipes/vllm-0.8.5.post1/\n"
             "  pascal-forge update --vllm 0.9.2 --source-dir triton=~/src/triton --json\n"
             "  pascal-forge update --vllm 0.9.2 --spec my.toml --write --allow-failing   # a draft"
         ),
@@ -298,7 +299,7 @@ def _configure_update(sub: Any) -> None:
     parser.add_argument(
         "--write", action="store_true", help="add the stack to --spec FILE and render recipes"
     )
-    parser.add_argument("--out", type=Path, metavar="DIR", help="recipes folder (default: recipes-<stack>)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="recipes folder (default: recipes/<stack>)")
     parser.add_argument(
         "--allow-failing", action="store_true", help="exit 0 when blocked; with --write, write a draft stack"
     )
