@@ -51,8 +51,8 @@ def standin_upstream(tmp_path_factory: pytest.TempPathFactory) -> Any:
     build strings and dependency specs from public lock files (tests/data/conda-forge-standin.md)."""
     from dataclasses import replace
 
-    import fake_tools
-    from condapkgs import Executable, make_channel, standin_packages
+    from helpers import fake_tools
+    from helpers.condapkgs import Executable, make_channel, standin_packages
 
     packages = [
         # triton 3.2.0 runs the ptxas of cuda-nvcc-tools; its stand-in prints the real banner.

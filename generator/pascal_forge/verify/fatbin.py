@@ -5,7 +5,7 @@ An nvcc-built shared object keeps every translation unit's device code in the EL
 payload size) followed by entries, each with a kind (1 = PTX, 2 = ELF/SASS), its target arch
 (60 = sm_60) and its payload size. Only headers are read (seek over payloads, compressed or
 not), so a 500 MB ``_C.abi3.so`` costs a few reads. ``cuobjdump --list-elf --list-ptx`` lists the
-same entries; tests/test_fatbin.py cross-checks the two.
+same entries; tests/verify/test_fatbin.py cross-checks the two.
 
 Whether code runs on a device follows CUDA's compatibility rules: SASS for sm_XY runs on
 devices X.Z with Z >= Y (same major); PTX for compute_XY is JIT-compiled for any device >= X.Y.

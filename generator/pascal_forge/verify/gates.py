@@ -37,7 +37,7 @@ class Gate:
     blocked: str  # what users see while the gate refuses Pascal
 
 
-#: torch 2.6.0's gates: the targets of patchlib/torch (tests/test_gates.py keeps the two in step).
+#: torch 2.6.0's gates: the targets of patchlib/torch (tests/verify/test_gates.py keeps the two in step).
 TORCH_GATES = (
     Gate(
         id="inductor-gate-has-triton",

@@ -14,7 +14,7 @@ from pascal_forge.cli import main
 from pascal_forge.recipes.render import render_tree
 from pascal_forge.stack.spec import load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -95,7 +95,7 @@ def make_package(pkg: Pkg, out_dir: Path) -> Path:
     return dest
 
 
-STANDIN = Path(__file__).parent / "data" / "conda-forge-standin.json"
+STANDIN = Path(__file__).resolve().parents[1] / "data" / "conda-forge-standin.json"
 
 
 def standin_packages() -> list[Pkg]:

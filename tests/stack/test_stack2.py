@@ -18,7 +18,7 @@ from pascal_forge.stack.library import load_patch_library
 from pascal_forge.stack.model import Source, Spec
 from pascal_forge.stack.spec import load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STACK = "vllm-0.11.0"
 
 

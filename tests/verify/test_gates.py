@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import torchfiles
+from helpers import torchfiles
 from pascal_forge.verify.gates import TORCH_GATES, State, inspect_gate
 
 HAS_TRITON, CREATE_BACKEND = TORCH_GATES

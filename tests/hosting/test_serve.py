@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from condapkgs import Pkg, install_prefix, make_channel
-from hostutil import FileWatch, cli_server, raw_request, stop_and_log
+from helpers.condapkgs import Pkg, install_prefix, make_channel
+from helpers.hostutil import FileWatch, cli_server, raw_request, stop_and_log
 from pascal_forge.errors import ChannelError, ServeError
 from pascal_forge.hosting.serve import (
     BadRequestError,

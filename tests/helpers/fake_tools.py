@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent / "data" / "doctor"
+DATA = Path(__file__).resolve().parents[1] / "data" / "doctor"
 _H100_NAME = "NVIDIA H100 80GB HBM3"
 FAILED_DRIVER = (
     "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "

@@ -1,7 +1,7 @@
 """End to end: the real pytorch overlay built by the engine, a channel, an install, a doctor run.
 
 1. The pytorch-pascal recipe, rendered from the built-in spec with its py3.12 artifact pointed at
-   the synthetic upstream (tests/synthetic.py, served by a real HTTP server on 127.0.0.1), is
+   the synthetic upstream (tests/helpers/synthetic.py, served by a real HTTP server on 127.0.0.1), is
    built by `pascal-forge build` with the rattler-build engine. Its build environment (python,
    zstandard, patch) comes from a stand-in channel: `python` runs this interpreter, `patch` is
    GNU patch (conda-forge, which has the real ones, is unreachable here).
@@ -28,8 +28,16 @@ from pathlib import Path
 import pytest
 import rattler
 
-import pascal_env
-from condapkgs import Executable, Pkg, install_prefix, make_channel, make_package
+from helpers import pascal_env
+from helpers.condapkgs import Executable, Pkg, install_prefix, make_channel, make_package
+from helpers.synthetic import (
+    GATE_FILES,
+    PLACEHOLDER,
+    SP,
+    UPSTREAM_CONSTRAINS,
+    UPSTREAM_DEPENDS,
+    synthetic_pytorch,
+)
 from pascal_forge.build import overlay
 from pascal_forge.build.backends import BuildOptions, build_channel
 from pascal_forge.build.channel import add_packages, consistency_problems, read_packages
@@ -37,7 +45,6 @@ from pascal_forge.build.resolve import planned_records, raise_on_failure, resolv
 from pascal_forge.recipes.render import render_tree
 from pascal_forge.recipes.tree import write_tree
 from pascal_forge.stack.spec import load_spec
-from synthetic import GATE_FILES, PLACEHOLDER, SP, UPSTREAM_CONSTRAINS, UPSTREAM_DEPENDS, synthetic_pytorch
 
 pytestmark = pytest.mark.integration
 PASCAL_TRITON = "triton ==3.2.0 *pascal*"
@@ -47,7 +54,7 @@ PASCAL_TRITON = "triton ==3.2.0 *pascal*"
 def served_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """The synthetic artifact behind a real HTTP server (its own process: the engine holds the GIL
     while it downloads, so an in-process server thread could not answer)."""
-    from torchfiles import copy_pristine
+    from helpers.torchfiles import copy_pristine
 
     root = tmp_path_factory.mktemp("upstream-http")
     artifact = synthetic_pytorch(root, copy_pristine(tmp_path_factory.mktemp("torch")))

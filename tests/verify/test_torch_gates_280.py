@@ -1,6 +1,6 @@
 """Behaviour of the torch 2.8.0 Inductor capability gates (three of them), before and after our patches.
 
-Like tests/test_torch_gates.py for 2.6.0: the pristine files come from the spec's sha256-pinned
+Like tests/verify/test_torch_gates.py for 2.6.0: the pristine files come from the spec's sha256-pinned
 check-only source (the PyPI torch 2.8.0 wheel, each file checked against the wheel's RECORD); the
 2.8.0 series is applied with ``patch -p1 -F0``; the code that runs is cut out of those files with
 ``ast`` and executed unmodified: ``has_triton``, ``Scheduler.create_backend``,

@@ -13,7 +13,7 @@ import pytest
 from pascal_forge.errors import FatbinError
 from pascal_forge.verify.fatbin import FATBIN_MAGIC, Kind, read_device_code
 
-FIXTURES = Path(__file__).resolve().parent / "data" / "fatbin"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fatbin"
 SO = sorted(p.name for p in FIXTURES.glob("*.so"))
 
 #: per fixture: each unit's entries in file order, and whether it runs on cc 6.0 / 6.1 / 7.0 / 9.0

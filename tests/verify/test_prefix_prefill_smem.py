@@ -70,7 +70,7 @@ from pascal_forge.stack.spec import load_spec
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KERNEL_FILE = "vllm/attention/ops/prefix_prefill.py"
 
 SMEM_LIMIT = 49152  # shared memory per block on sm_60 / sm_61

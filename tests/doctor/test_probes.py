@@ -2,7 +2,7 @@
 
 No NVIDIA driver or Pascal GPU is reachable here. The parsers are tested on output captured from
 real tools (tests/data/doctor: nvidia-smi 580.159.04 on an H100, ptxas 12.4.131 and 13.0.88); the
-probes run fake tools that print those layouts (tests/fake_tools.py) from a PATH holding nothing
+probes run fake tools that print those layouts (tests/helpers/fake_tools.py) from a PATH holding nothing
 else, and real ptxas binaries where this machine has them.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import fake_tools
+from helpers import fake_tools
 from pascal_forge.doctor.probes import (
     Gpu,
     SmiState,

@@ -1,8 +1,8 @@
 """`pascal-forge doctor` without the engine: the CLI's errors, the machine checks, damaged records.
 
 Prefixes here are folders with ``conda-meta/*.json`` written in the layout py-rattler writes (see
-tests/test_doctor_env.py for prefixes installed by py-rattler itself); the machine is described by
-``Smi`` values, the result type of the nvidia-smi probe (tests/test_probes.py runs the probe).
+tests/doctor/test_doctor_env.py for prefixes installed by py-rattler itself); the machine is described by
+``Smi`` values, the result type of the nvidia-smi probe (tests/doctor/test_probes.py runs the probe).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stand-in Pascal environments for `pascal-forge doctor` tests: real packages, real prefixes.
 
 Two channels are assembled with the rattler-build engine and indexed with py-rattler
-(tests/condapkgs.py), and prefixes are solved and installed from them with py-rattler:
+(tests/helpers/condapkgs.py), and prefixes are solved and installed from them with py-rattler:
 
 * the **good** channel: what `pascal-forge build` would publish for the default stack, with the
   name, version and build string of each Pascal package taken from rendering the committed
@@ -18,7 +18,7 @@ What is stood in, and why: the payloads are tiny (no LLVM, no libtorch, no CUDA 
 come from conda-forge, which is out of reach here). Run requirements are the rendered recipes'
 (or the lock file's), restricted to the packages these channels carry plus ``__cuda``. The
 stand-in ``ptxas`` is a shell script printing NVIDIA ptxas's ``--version`` text (the real 12.4.131
-output with the version of the package it stands in for; tests/fake_tools.py).
+output with the version of the package it stands in for; tests/helpers/fake_tools.py).
 
 ``good_specs()`` / ``GOOD_CHANNEL_PACKAGES`` is the seam for the end-to-end test's channel: a prefix
 installed from any channel that provides the same packages must pass the same doctor checks.
@@ -31,11 +31,11 @@ from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
-import fake_tools
-from condapkgs import Executable, FileContent, Pkg, Symlink
+from helpers import fake_tools
+from helpers.condapkgs import Executable, FileContent, Pkg, Symlink
 from pascal_forge.build.engine import engine_render
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FATBIN = ROOT / "tests" / "data" / "fatbin"
 PY = "3.12"
 SITE = f"lib/python{PY}/site-packages"

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from helpers.synthetic import GATE_FILES, PLACEHOLDER, SP, UPSTREAM_DEPENDS, synthetic_pytorch, write_conda
 from pascal_forge.build import overlay
 from pascal_forge.recipes.render import OVERLAY_MODULE
 from pascal_forge.stack.spec import load_spec
-from synthetic import GATE_FILES, PLACEHOLDER, SP, UPSTREAM_DEPENDS, synthetic_pytorch, write_conda
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_recipe_ships_the_tested_module_byte_for_byte() -> None:
@@ -157,7 +157,7 @@ def test_relocate_binary_keeps_every_offset() -> None:
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from torchfiles import copy_pristine  # sha256-checked against torch 2.6.0's RECORD
+    from helpers.torchfiles import copy_pristine  # sha256-checked against torch 2.6.0's RECORD
 
     return synthetic_pytorch(
         tmp_path_factory.mktemp("upstream"), copy_pristine(tmp_path_factory.mktemp("torch"))

@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERIES = REPO / "generator" / "pascal_forge" / "stack" / "patchlib" / "torch" / "series.toml"
 
 TRITON_PY = "torch/utils/_triton.py"

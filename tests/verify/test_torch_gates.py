@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-import torchfiles
-from torchfiles import PRISTINE_SHA256, SCHEDULER_PY, SERIES, TRITON_PY
-from torchfiles import series as _series
+from helpers import torchfiles
+from helpers.torchfiles import PRISTINE_SHA256, SCHEDULER_PY, SERIES, TRITON_PY
+from helpers.torchfiles import series as _series
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from condapkgs import Pkg, install_prefix, make_channel, solve
-from hostutil import cli_server, stop_and_log
+from helpers.condapkgs import Pkg, install_prefix, make_channel, solve
+from helpers.hostutil import cli_server, stop_and_log
 from pascal_forge.build.channel import ChannelPackage, consistency_problems, read_packages
 from pascal_forge.cli import main
 from pascal_forge.errors import HostingUrlError, PublishError

@@ -26,7 +26,7 @@ from pascal_forge.errors import NixUnsupportedError
 from pascal_forge.recipes.nix import NIXPKGS_FOR_TORCH, nix_string, nixpkgs_input, render_nix_tree, sri_sha256
 from pascal_forge.stack.spec import builtin_patch_library, builtin_spec_text, load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN_SPEC = ROOT / "tests" / "data" / "golden-spec.toml"
 STANDIN = ROOT / "tests" / "data" / "nixpkgs-standin.nix"
 NIX_INSTANTIATE = shutil.which("nix-instantiate")

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import rattler
 
-from recipe_formats import from_engine, from_meta
+from helpers.recipe_formats import from_engine, from_meta
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TREES = [ROOT / "recipes" / "vllm-0.8.5", ROOT / "tests" / "golden", ROOT / "recipes" / "vllm-0.11.0"]
 RECIPES = ["triton-pascal", "pytorch-pascal", "vllm-pascal"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from rattler_build import assemble_package
 
-from condapkgs import TIMESTAMP
-from hostutil import ROOT, Recorded, recording_server
+from helpers.condapkgs import TIMESTAMP
+from helpers.hostutil import ROOT, Recorded, recording_server
 from pascal_forge.build.channel import index_channel, read_packages
 from pascal_forge.cli import main
 from pascal_forge.errors import HostingUrlError

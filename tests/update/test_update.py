@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers.pypi_server import Fault, LocalIndex, closed_port_url, sdist, serve, serve_directory, wheel
 from pascal_forge.cli import main
 from pascal_forge.stack.patches import hunk_text
 from pascal_forge.stack.spec import load_spec
 from pascal_forge.update.fetches import cmake_fetches
 from pascal_forge.update.write import spec_with_stack
-from pypi_server import Fault, LocalIndex, closed_port_url, sdist, serve, serve_directory, wheel
 
 BODY = "".join(f"line {i}\n" for i in range(1, 21))
 FLASHMLA = "575f7724b9762f265bbee5889df9c7d630801845"
@@ -130,7 +130,7 @@ def write_library(root: Path) -> None:
             (folder / name).write_text(udiff(target, BODY, new))
             entries.append(
                 f'[[patch]]\nid = "{pid}"\nfile = "{name}"\nversions = "{versions}"\n'
-                f'targets = ["{target}"]\nreason = "test patch"\nproof = "tests/test_update.py"\n'
+                f'targets = ["{target}"]\nreason = "test patch"\nproof = "tests/update/test_update.py"\n'
             )
         (folder / "series.toml").write_text("\n".join(entries))
 
@@ -544,7 +544,7 @@ def test_write_adds_the_stack_and_the_recipes_render(
 @pytest.mark.integration  # builds stand-in conda packages with the rattler-build engine
 def test_overlay_from_a_conda_channel(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     """py-rattler reads the channel's repodata: newest build of the base's BLAS flavour, its depends copied."""
-    from condapkgs import Pkg, make_channel
+    from helpers.condapkgs import Pkg, make_channel
 
     site = "lib/python3.12/site-packages/"
     depends = (

@@ -1,11 +1,11 @@
 """`pascal-forge doctor` on real conda prefixes (py-rattler solve + install from engine-built packages).
 
-The channels are described in tests/pascal_env.py: a good one (the default stack's three Pascal
+The channels are described in tests/helpers/pascal_env.py: a good one (the default stack's three Pascal
 packages, the pytorch overlay carrying the real torch 2.6.0 gate files with our patches applied)
 and one with the faults users hit. Each test installs a prefix, breaks it the way users do (a
 later `pip install`, a removed file, a damaged record), and checks the doctor's diagnosis and the
 exact fix. There is no GPU or driver here: nvidia-smi is a stand-in printing real output layouts
-(tests/fake_tools.py), and PATH holds nothing else.
+(tests/helpers/fake_tools.py), and PATH holds nothing else.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ from pathlib import Path
 import pytest
 import rattler
 
-import fake_tools
-import pascal_env
-import torchfiles
-from condapkgs import install_prefix, make_channel, overwrite
+from helpers import fake_tools, pascal_env, torchfiles
+from helpers.condapkgs import install_prefix, make_channel, overwrite
 from pascal_forge.doctor.checks import diagnose
 from pascal_forge.doctor.context import Finding, Status, make_context, pascal_spec
 from pascal_forge.stack.spec import load_spec

@@ -1,0 +1,1 @@
+"""Shared test helpers: stand-in conda packages, local servers, synthetic trees."""
