@@ -18,7 +18,6 @@ import asyncio
 import datetime as dt
 import itertools
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from pascal_forge.build.channel import ChannelPackage, channel_url, index_channel, read_packages
 from pascal_forge.build.engine import TARGET_PLATFORM, discover_recipes, engine_render
+from pascal_forge.console import log
 from pascal_forge.errors import StockResolvableError, UnsatisfiableError
 from pascal_forge.recipes.render import BUILD_TOKEN, render_tree
 from pascal_forge.recipes.tree import write_tree
@@ -346,10 +346,9 @@ def run(args: argparse.Namespace) -> int:
                 recipes = Path(tmp) / "recipes"
                 write_tree(render_tree(spec, spec.stack(args.stack).name), recipes)
             local = planned_channel(recipes, Path(tmp) / "planned")
-            print(
+            log(
                 f"planned channel from {recipes if args.recipes else 'the spec'}: "
-                f"{len(read_packages(local))} package records",
-                file=sys.stderr,
+                f"{len(read_packages(local))} package records"
             )
         else:
             local = args.channel_dir

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pascal_forge.build.channel import (
     index_channel,
     read_packages,
 )
+from pascal_forge.console import log
 from pascal_forge.errors import ChannelError
 
 DEFAULT_CHANNEL = Path("channel")
@@ -73,11 +73,9 @@ def run_serve(args: argparse.Namespace) -> int:
     server = make_server(args.channel_dir, args.bind, args.port)
     print(f"serving {server.root} read-only at {server.url} (Ctrl-C stops)", flush=True)
     if args.bind not in {"127.0.0.1", "::1", "localhost"}:
-        print(
+        log(
             f"note: bound to {args.bind}: anyone who can reach this address can download the channel "
-            "(plain HTTP, no authentication)",
-            file=sys.stderr,
-            flush=True,
+            "(plain HTTP, no authentication)"
         )
     try:
         server.serve_forever()
