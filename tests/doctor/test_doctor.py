@@ -73,20 +73,94 @@ def test_no_prefix_and_none_active(
 
 
 def test_not_a_conda_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("x")
     assert cli.main(["doctor", "--prefix", str(tmp_path)]) == 41
-    assert f"{tmp_path} is not a conda environment (it has no conda-meta/ folder)" in capsys.readouterr().err
+    assert (
+        f"{tmp_path} is not a conda environment (it has no conda-meta/ folder; it holds notes.txt)"
+        in capsys.readouterr().err
+    )
     assert cli.main(["doctor", "--prefix", str(tmp_path / "nope")]) == 41
     assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["doctor", "--prefix", str(tmp_path / "notes.txt")]) == 41
+    assert f"{tmp_path / 'notes.txt'} is a file, not a conda environment" in capsys.readouterr().err
 
 
-def test_active_environment_is_the_default(
+ALL_THREE = "'triton ==3.2.0 *pascal*' 'pytorch ==2.6.0 *pascal*' 'vllm-pascal ==0.8.5 *pascal*'"
+
+
+def test_empty_folder_says_so_and_how_to_create_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["doctor", "--prefix", str(empty), "--channel", "https://example.org/pascal"]) == 41
+    err = capsys.readouterr().err
+    assert err.startswith(f"error[prefix-invalid]: {empty} is an empty folder, not a conda environment")
+    assert (
+        f"next: create the environment there: conda create -p {empty} -c https://example.org/pascal "
+        f"-c conda-forge -y {ALL_THREE}"
+    ) in err
+    # --json: the same list shape, with the one check that ran
+    assert cli.main(["doctor", "--prefix", str(empty), "--json"]) == 41
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["check"], row["status"]) == ("prefix", "problem")
+    assert row["fix"].endswith(f"conda create -p {empty} -c ./channel -c conda-forge -y {ALL_THREE}")
+
+
+def test_conda_installation_root_names_its_environments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "base" / "envs" / "vllm" / "conda-meta").mkdir(parents=True)
+    assert cli.main(["doctor", "--prefix", str(tmp_path / "base")]) == 41
+    err = capsys.readouterr().err
+    assert "is a conda installation, not one environment: its environments are under envs/ (vllm)" in err
+    assert f"pascal-forge doctor --prefix {tmp_path / 'base' / 'envs' / 'vllm'}" in err
+
+
+def test_environment_without_the_pascal_packages_names_all_three(
     prefix: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A fresh `conda create` environment: "vllm-pascal is not installed" is the answer, not "not checked"."""
     monkeypatch.setenv("CONDA_PREFIX", str(prefix))
     monkeypatch.setenv("PATH", str(prefix))  # no nvidia-smi
-    assert cli.main(["doctor", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert {r["status"] for r in rows} == {"ok", "not checked"}
+    assert cli.main(["doctor", "--json", "--channel", "https://example.org/pascal"]) == 40
+    rows = {r["check"]: r for r in json.loads(capsys.readouterr().out)}
+    want = f"conda install -p {prefix} -c https://example.org/pascal -c conda-forge -y {ALL_THREE}"
+    problems = {k: r for k, r in rows.items() if r["status"] == "problem"}
+    assert set(problems) == {"triton", "pytorch", "vllm"}
+    for check, name in (("triton", "triton"), ("pytorch", "pytorch"), ("vllm", "vllm-pascal")):
+        assert problems[check]["detail"].startswith(f"{name} is not installed as a conda package in {prefix}")
+        assert problems[check]["fix"] == want
+    # what cannot be checked without a GPU or without the packages stays "not checked"
+    assert rows["gpu"]["status"] == rows["vllm-kernels"]["status"] == "not checked"
+    assert cli.main(["doctor", "--channel", "https://example.org/pascal"]) == 40
+    out = capsys.readouterr().out
+    assert out.endswith(f"to fix, run in this order:\n  {want}\n")  # one command, listed once
+    assert "3 problem(s), 8 not checked, 4 ok" in out
+
+
+def test_one_missing_package_is_installed_alone(prefix: Path) -> None:
+    record(prefix, "triton", "3.2.0", "cuda126py312_pascal_h0_0")
+    record(prefix, "pytorch", "2.6.0", "cuda126_pascal_py312_h0_0")
+    found = {f.check: f for f in diagnose(context(prefix))}
+    assert found["vllm"].status == Status.PROBLEM
+    assert found["vllm"].fix == (
+        f"conda install -p {prefix} -c https://example.org/pascal -c conda-forge -y 'vllm-pascal ==0.8.5 *pascal*'"
+    )
+
+
+def test_stock_vllm_is_removed_before_vllm_pascal_is_installed(prefix: Path) -> None:
+    record(prefix, "triton", "3.2.0", "cuda126py312_pascal_h0_0")
+    record(prefix, "pytorch", "2.6.0", "cuda126_pascal_py312_h0_0")
+    record(prefix, "vllm", "0.8.5", "cuda126py312h0_0")
+    found = {f.check: f for f in diagnose(context(prefix))}
+    assert found["vllm"].detail.startswith(
+        "vllm 0.8.5 cuda126py312h0_0 from https://conda.anaconda.org/conda-forge is stock vLLM"
+    )
+    assert found["vllm"].fix == (
+        f"conda remove -p {prefix} -y --force vllm && conda install -p {prefix} -c https://example.org/pascal "
+        "-c conda-forge -y 'vllm-pascal ==0.8.5 *pascal*'"
+    )
 
 
 def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,7 +254,15 @@ def test_damaged_record_named(prefix: Path, content: str, reason: str) -> None:
     f = check_records(context(prefix))
     assert f.status == Status.PROBLEM
     assert f"{bad} {reason}" in f.detail
-    assert [x.check for x in findings if x.status == Status.PROBLEM] == ["conda-meta"]
+    # the Pascal packages are missing too (this prefix has only python)
+    assert [x.check for x in findings if x.status == Status.PROBLEM] == [
+        "conda-meta",
+        "triton",
+        "pytorch",
+        "vllm",
+    ]
+    # a damaged record may hide files conda would keep: the install forces a reinstall
+    assert all(x.fix.endswith(f"-y --force-reinstall {ALL_THREE}") for x in findings[4:] if x.fix)
 
 
 def test_unreadable_site_packages_is_a_finding(prefix: Path) -> None:

@@ -310,7 +310,8 @@ def test_stock_pytorch_gates_quoted_with_the_fix(tmp_path: Path, channels: Chann
         tmp_path, channels, [pascal_env.STOCK_PYTORCH, "triton ==3.2.0 *pascal*", "cuda-version ==12.6"]
     )
     found = doctor(prefix, channel="https://example.org/pascal")
-    assert problems(found) == {"pytorch", "inductor-gate-has-triton", "inductor-gate-scheduler"}
+    # vllm-pascal is not installed here either: a problem of its own, with its own install
+    assert problems(found) == {"pytorch", "inductor-gate-has-triton", "inductor-gate-scheduler", "vllm"}
     spec = "pytorch ==2.6.0 *pascal*"
     fix = conda_install(prefix, "https://example.org/pascal", spec)
     assert found["pytorch"].detail.startswith("pytorch 2.6.0 cuda126_mkl_py312_h8bb5dc9_300 from file://")
@@ -333,8 +334,10 @@ def test_stock_pytorch_gates_quoted_with_the_fix(tmp_path: Path, channels: Chann
     assert run.returncode == 40
     assert "torch/utils/_triton.py:72 (has_triton) refuses compute capability 6.x" in run.stdout
     assert run.stdout.count(f"fix: {fix}") == 3
-    assert run.stdout.endswith(f"to fix, run in this order:\n  {fix}\n")  # once
-    assert "3 problem(s)" in run.stdout
+    install_vllm = f"conda install -p {prefix} -c https://example.org/pascal -c conda-forge -y 'vllm-pascal ==0.8.5 *pascal*'"
+    assert found["vllm"].fix == install_vllm
+    assert run.stdout.endswith(f"to fix, run in this order:\n  {fix}\n  {install_vllm}\n")  # once each
+    assert "4 problem(s)" in run.stdout
 
 
 def test_gate_files_reverted_under_the_pascal_build(good_prefix: Path, tmp_path: Path) -> None:
@@ -358,13 +361,24 @@ def test_stock_triton_with_cuda_12_8(tmp_path: Path, channels: Channels) -> None
     """conda-forge's triton 3.2.0 next to cuda-nvcc-tools 12.8, as array-api-extra's lock has them."""
     prefix = install(tmp_path, channels, [pascal_env.STOCK_TRITON, "cuda-version ==12.8"])
     found = doctor(prefix)
-    assert problems(found) == {"triton"}
+    assert problems(found) == {"triton", "pytorch", "vllm"}
     assert found["triton"].detail.startswith("triton 3.2.0 cuda126py312h5a3d8a8_0 from file://")
     assert "'Unsupported conversion from f16 to f16'" in found["triton"].detail
     assert found["triton"].fix == conda_install(prefix, "./channel", "triton ==3.2.0 *pascal*")
     assert found["ptxas"].status == Status.NOT_CHECKED
     assert found["cuda-version"].detail == "cuda-version 12.8 (allowed: >=12.0,<13)"
-    assert found["pytorch"].detail == f"pytorch is not installed in {prefix}"
+    assert found["pytorch"].detail == (
+        f"pytorch is not installed as a conda package in {prefix}, "
+        "but vLLM on Pascal needs vllm-pascal with the Pascal builds of pytorch and triton"
+    )
+    # one command installs both missing ones; the stock triton gets its own forced reinstall
+    assert (
+        found["pytorch"].fix
+        == found["vllm"].fix
+        == (
+            f"conda install -p {prefix} -c ./channel -c conda-forge -y 'pytorch ==2.6.0 *pascal*' 'vllm-pascal ==0.8.5 *pascal*'"
+        )
+    )
 
 
 @pytest.mark.parametrize(
@@ -421,7 +435,7 @@ def test_damaged_record_is_named_not_a_crash(good_prefix: Path) -> None:
     assert found["conda-meta"].detail.startswith("1 unreadable package record(s)")
     assert f"{meta} not valid JSON (line " in found["conda-meta"].detail
     assert found["triton"].detail == (
-        "triton is not installed as a conda package, but pytorch and vllm-pascal need(s) the Pascal build"
+        f"triton is not installed as a conda package in {good_prefix}, but pytorch and vllm-pascal need(s) the Pascal build"
     )
     run = cli(good_prefix)
     assert run.returncode == 40

@@ -64,13 +64,16 @@ def _package(ctx: Context, check: str, name: str, why_stock: str, needed_by: Seq
     if rec is None:
         users = [n for n in needed_by if ctx.prefix.record(n)]
         if users:
-            return Finding(
-                check,
-                Status.PROBLEM,
-                f"{name} is not installed as a conda package, but {' and '.join(users)} need(s) the Pascal build",
-                ctx.reinstall(name),
-            )
-        return Finding(check, Status.NOT_CHECKED, f"{name} is not installed in {ctx.prefix.root}")
+            why = f"{' and '.join(users)} need(s) the Pascal build"
+        else:
+            # Nothing to check is still the answer to "why does vLLM not work here".
+            why = "vLLM on Pascal needs vllm-pascal with the Pascal builds of pytorch and triton"
+        return Finding(
+            check,
+            Status.PROBLEM,
+            f"{name} is not installed as a conda package in {ctx.prefix.root}, but {why}",
+            ctx.install_missing(),
+        )
     if BUILD_TOKEN not in rec.build:
         return Finding(
             check,
@@ -220,9 +223,12 @@ def check_vllm(ctx: Context) -> Finding:
             Status.PROBLEM,
             f"{stock.label} from {stock.channel} is stock vLLM: no sm_6x kernels "
             "('no kernel image is available for execution on the device')",
-            shlex.join(["conda", "remove", "-p", str(ctx.prefix.root), "-y", "--force", "vllm"])
+            # Both own vllm/: removing the stock one deletes vllm-pascal's files, hence the reinstall.
+            ctx.install_missing()
+            if ctx.prefix.record("vllm-pascal") is None
+            else shlex.join(["conda", "remove", "-p", str(ctx.prefix.root), "-y", "--force", "vllm"])
             + " && "
-            + ctx.conda_install(ctx.spec("vllm-pascal"), force=False),
+            + ctx.conda_install(ctx.spec("vllm-pascal")),
         )
     return _package(
         ctx,

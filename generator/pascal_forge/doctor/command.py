@@ -16,7 +16,7 @@ from pascal_forge.doctor.context import (
     Status,
     make_context,
 )
-from pascal_forge.errors import EnvironmentBrokenError
+from pascal_forge.errors import EnvironmentBrokenError, PrefixError
 
 _WIDTH = max(len(s.value) for s in Status)
 
@@ -53,7 +53,12 @@ def as_json(findings: Sequence[Finding]) -> str:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    ctx = make_context(args.prefix, args.channel)
+    try:
+        ctx = make_context(args.prefix, args.channel)
+    except PrefixError as exc:
+        if args.json:  # a machine reader gets the same list shape, with the one check that ran
+            print(as_json([Finding("prefix", Status.PROBLEM, exc.message, exc.hint)]))
+        raise
     findings = diagnose(ctx)
     print(as_json(findings) if args.json else format_report(ctx, findings))
     problems = [f for f in findings if f.status == Status.PROBLEM]
@@ -75,7 +80,11 @@ def configure_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "examples:\n"
             "  pascal-forge doctor                         # the active environment ($CONDA_PREFIX)\n"
             "  pascal-forge doctor --prefix ~/miniforge3/envs/vllm\n"
-            "  pascal-forge doctor --json > doctor.json    # exit 40 if any check finds a problem"
+            "  pascal-forge doctor --json > doctor.json    # exit 40 if any check finds a problem\n"
+            "\n"
+            "exit codes: 0 no problem found; 40 a check found a problem (a missing Pascal package\n"
+            "included); 41 no conda environment to inspect (none active, a missing, empty or\n"
+            "non-conda folder)"
         ),
     )
     parser.add_argument(

@@ -21,6 +21,9 @@ from pascal_forge.stack.spec import load_spec
 DEFAULT_CHANNEL = "./channel"
 
 
+#: The Pascal packages vLLM needs, in install order, with their Python distribution names.
+PASCAL_PACKAGES = {"triton": "triton", "pytorch": "torch", "vllm-pascal": "vllm"}
+
 #: vLLM extensions every CUDA platform loads; others (FlashMLA, flash-attn) serve sm_80+ only.
 VLLM_EXTENSIONS = ("_C", "_moe_C")
 
@@ -67,10 +70,32 @@ class Context:
 
     def reinstall(self, name: str) -> str:
         """Remove pip's copies of the package's distribution (they share its files), then reinstall."""
-        dist = {"triton": "triton", "pytorch": "torch", "vllm-pascal": "vllm"}[name]
+        dist = PASCAL_PACKAGES[name]
         shadows = [d for d in self.prefix.dist_infos(dist) if self.pip_owned(d)]
         install = self.conda_install(self.spec(name))
         return f"{self.pip_uninstall(dist)} && {install}" if shadows else install
+
+    def missing(self) -> list[str]:
+        """The Pascal packages without a conda record here."""
+        return [name for name in PASCAL_PACKAGES if self.prefix.record(name) is None]
+
+    def install_missing(self) -> str:
+        """One command for every missing Pascal package (the same for each, so the report lists it once):
+        pip's copies of their distributions go first, conda-forge's stock vllm is removed (it owns the
+        same import package as vllm-pascal)."""
+        names = self.missing()
+        shadows = sorted(
+            {d.name for n in names for d in self.prefix.dist_infos(PASCAL_PACKAGES[n]) if self.pip_owned(d)}
+        )
+        # --force-reinstall only where pip or a damaged record left files conda does not know about.
+        force = bool(shadows or self.prefix.bad_records)
+        steps = [self.pip_uninstall(*shadows)] if shadows else []
+        if "vllm-pascal" in names and self.prefix.record("vllm") is not None:
+            steps.append(
+                shlex.join(["conda", "remove", "-p", str(self.prefix.root), "-y", "--force", "vllm"])
+            )
+        steps.append(self.conda_install(*(self.spec(n) for n in names), force=force))
+        return " && ".join(steps)
 
     def pip_owned(self, dist: DistInfo) -> bool:
         return dist.owner is None or bool(self.prefix.rewritten(dist))
@@ -90,7 +115,7 @@ def pascal_spec(stack: Stack, name: str) -> str:
 def make_context(
     prefix_dir: Path | None, channel: str | None, environ: Mapping[str, str] | None = None
 ) -> Context:
-    root = resolve_prefix(prefix_dir)
+    root = resolve_prefix(prefix_dir, lambda path: create_command(path, channel or DEFAULT_CHANNEL))
     prefix = read_prefix(root)
     stack = _stack_for(prefix)
     origin = "--channel"
@@ -99,6 +124,13 @@ def make_context(
     return Context(
         prefix, stack, channel, origin, probe_nvidia_smi(), dict(os.environ if environ is None else environ)
     )
+
+
+def create_command(path: Path, channel: str, stack: Stack | None = None) -> str:
+    """`conda create` of an environment at ``path`` with the Pascal packages of ``stack``."""
+    stack = stack or load_spec().stack()
+    argv = ["conda", "create", "-p", str(path), "-c", channel, "-c", "conda-forge", "-y"]
+    return shlex.join([*argv, *(pascal_spec(stack, name) for name in PASCAL_PACKAGES)])
 
 
 def _stack_for(prefix: Prefix) -> Stack:

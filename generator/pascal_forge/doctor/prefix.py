@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,8 +150,11 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def resolve_prefix(given: Path | None) -> Path:
-    """The environment to inspect: ``given``, else the active one ($CONDA_PREFIX)."""
+def resolve_prefix(given: Path | None, create: Callable[[Path], str] | None = None) -> Path:
+    """The environment to inspect: ``given``, else the active one ($CONDA_PREFIX).
+
+    ``create`` gives the command that makes an environment at a path (for an empty folder).
+    """
     if given is None:
         active = os.environ.get("CONDA_PREFIX", "")
         if not active:
@@ -161,14 +164,39 @@ def resolve_prefix(given: Path | None) -> Path:
             )
         given = Path(active)
     root = given.expanduser().absolute()
-    if not root.is_dir():
-        raise PrefixError(f"{root} does not exist", "pass the path of a conda environment with --prefix")
-    if not (root / "conda-meta").is_dir():
+    try:
+        is_dir, exists = root.is_dir(), root.exists()
+        has_meta = is_dir and (root / "conda-meta").is_dir()
+        entries = sorted(p.name for p in root.iterdir()) if is_dir and not has_meta else []
+    except (OSError, ValueError) as exc:  # unreadable folder, a NUL byte in the argument
         raise PrefixError(
-            f"{root} is not a conda environment (it has no conda-meta/ folder)",
-            "pass the environment's root folder, e.g. ~/miniforge3/envs/pascal (`conda env list` shows them)",
+            f"{root} cannot be read: {exc}", "pass the path of a conda environment with --prefix"
+        ) from exc
+    if not exists:
+        raise PrefixError(f"{root} does not exist", "pass the path of a conda environment with --prefix")
+    if not is_dir:
+        raise PrefixError(
+            f"{root} is a file, not a conda environment", "pass the environment's folder with --prefix"
         )
-    return root
+    if has_meta:
+        return root
+    if not entries:
+        raise PrefixError(
+            f"{root} is an empty folder, not a conda environment (no conda-meta/)",
+            f"create the environment there: {create(root)}" if create else "create a conda environment there",
+        )
+    envs = sorted(e.name for e in _iter_dirs(root / "envs") if (e / "conda-meta").is_dir())
+    if envs:
+        raise PrefixError(
+            f"{root} is a conda installation, not one environment: its environments are under envs/ "
+            f"({', '.join(envs[:5])}{', ...' if len(envs) > 5 else ''})",
+            f"pass one of them: pascal-forge doctor --prefix {root / 'envs' / envs[0]}",
+        )
+    shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+    raise PrefixError(
+        f"{root} is not a conda environment (it has no conda-meta/ folder; it holds {shown})",
+        "pass the environment's root folder, e.g. ~/miniforge3/envs/pascal (`conda env list` shows them)",
+    )
 
 
 def read_prefix(root: Path) -> Prefix:

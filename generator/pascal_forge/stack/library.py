@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from pascal_forge.errors import PatchLibraryError
-from pascal_forge.stack.fields import ID_RE, check_keys
+from pascal_forge.stack.fields import ID_RE, as_table, check_keys, opt_list, read_toml
 from pascal_forge.stack.model import (
     RECIPES,
     PatchEntry,
@@ -32,15 +31,13 @@ def load_patch_library(
             # A missing series must never mean "apply nothing" silently (pascal-pkgs-ci shipped
             # stock triton that way): recipes refuse to render without patches (see render.py).
             continue
-        try:
-            data = tomllib.loads(series.read_text("utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise PatchLibraryError(f"{series}: not valid TOML: {exc}", "fix the syntax") from exc
+        data = read_toml(series, PatchLibraryError, "fix the file's permissions")
         # One id may appear once per version range (a patch rebased for a newer upstream keeps
         # its id); two entries of one id that both select a version are caught per stack.
         seen: set[tuple[str, str]] = set()
-        for order, raw in enumerate(data.get("patch", []), start=1):
+        for order, item in enumerate(opt_list(data, "patch", str(series), PatchLibraryError), start=1):
             where = f"{series} patch #{order}"
+            raw = as_table(item, where, PatchLibraryError)
             check_keys(raw, _PATCH_KEYS, where, error=PatchLibraryError)
             entry = _build_patch(raw, upstream, library, order, where)
             if (entry.id, entry.versions) in seen:
@@ -79,7 +76,12 @@ def _build_patch(raw: dict[str, Any], upstream: str, library: Path, order: int, 
     if not ID_RE.match(pid):
         raise PatchLibraryError(f"{where}: id {pid!r} must be kebab-case", 'e.g. id = "cmake-pascal-archs"')
     folder = (library / upstream).resolve()
-    path = (folder / text("file")).resolve()
+    try:
+        path = (folder / text("file")).resolve()
+    except (OSError, ValueError) as exc:  # an embedded NUL byte, a symlink loop
+        raise PatchLibraryError(
+            f"{where} ({pid}): file {raw['file']!r} is not a usable path: {exc}", ""
+        ) from exc
     if not path.is_relative_to(folder):
         raise PatchLibraryError(
             f"{where} ({pid}): file {raw['file']!r} points outside the patch library {folder}",
@@ -97,8 +99,10 @@ def _build_patch(raw: dict[str, Any], upstream: str, library: Path, order: int, 
         ) from exc
     targets = raw.get("targets", [])
     refs = raw.get("references", [])
-    if not targets or not all(isinstance(t, str) for t in targets):
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
         raise PatchLibraryError(f"{where} ({pid}): 'targets' must list the files the patch touches", "")
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise PatchLibraryError(f"{where} ({pid}): 'references' must be a list of strings (URLs)", "")
     return PatchEntry(
         id=pid,
         upstream=upstream,
@@ -107,7 +111,7 @@ def _build_patch(raw: dict[str, Any], upstream: str, library: Path, order: int, 
         versions=str(raw["versions"]),
         targets=tuple(targets),
         reason=" ".join(text("reason").split()),
-        references=tuple(str(r) for r in refs),
+        references=tuple(refs),
         proof=" ".join(text("proof").split()),
         order=order,
     )

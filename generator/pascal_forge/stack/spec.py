@@ -9,15 +9,25 @@ dataclasses here.
 from __future__ import annotations
 
 import re
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from pascal_forge.errors import SpecError
-from pascal_forge.stack.fields import as_table, check_keys, str_key, str_list, table_key
+from pascal_forge.errors import SpecError, UnknownPackageError
+from pascal_forge.stack.fields import (
+    as_table,
+    check_keys,
+    decode_utf8,
+    opt_bool,
+    opt_list,
+    opt_str,
+    parse_toml,
+    str_key,
+    str_list,
+    table_key,
+)
 from pascal_forge.stack.library import check_series_unambiguous, load_patch_library
 from pascal_forge.stack.model import (
     PASCAL_ARCHS,
@@ -34,6 +44,8 @@ from pascal_forge.stack.model import (
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _PY = re.compile(r"^3\.\d{1,2}$")
+#: A stack name becomes a folder (recipes/<name>): no separators, no leading dot.
+_STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,7 +69,7 @@ def load_spec(path: Path | None = None, text: str | None = None) -> Spec:
 
     ``text`` stands for the file's content (`update` validates a new spec before writing it).
     """
-    base = _parse_toml(builtin_spec_text(), "built-in spec")
+    base = parse_toml(builtin_spec_text(), "built-in spec")
     origin = "built-in spec"
     library = builtin_patch_library()
     builtin: dict[str, Any] = {}
@@ -70,16 +82,17 @@ def load_spec(path: Path | None = None, text: str | None = None) -> Spec:
     if path is not None:
         if text is None:
             try:
-                text = path.read_text("utf-8")
+                data = path.read_bytes()
             except OSError as exc:
                 raise SpecError(
-                    f"cannot read spec file {path}: {exc.strerror}", "check the --spec path"
+                    f"cannot read spec file {path}: {exc.strerror or exc}", "check the --spec path"
                 ) from exc
-        user = _parse_toml(text, str(path))
+            text = decode_utf8(data, str(path))
+        user = parse_toml(text, str(path))
         origin = str(path)
         check_keys(user, {"schema", "default_stack", "stacks", "patch_library"}, origin)
         if "patch_library" in user:
-            library = (path.parent / str_key(user, "patch_library", origin)).resolve()
+            library = _library_path(path, str_key(user, "patch_library", origin), origin)
         stacks = dict(table_key(base, "stacks", origin))
         for name, raw in table_key(user, "stacks", origin).items():
             stacks[name] = _extend(
@@ -94,34 +107,54 @@ def _extend(raw: dict[str, Any], known: dict[str, Any], where: str) -> dict[str,
     if "extends" not in raw:
         return raw
     parent = raw["extends"]
+    if not isinstance(parent, str):
+        raise SpecError(
+            f"{where}: 'extends' must name one stack (a string), got {type(parent).__name__}",
+            f"e.g. extends = {next(iter(sorted(known)), 'vllm-0.8.5')!r}",
+        )
     if parent not in known:
         raise SpecError(
             f"{where}: extends unknown stack {parent!r}", f"use one of: {', '.join(sorted(known))}"
         )
     merged = {**known[parent], **{k: v for k, v in raw.items() if k != "extends"}}
     if "requirements" in raw:
-        merged["requirements"] = {**known[parent].get("requirements", {}), **raw["requirements"]}
+        merged["requirements"] = {
+            **table_key(known[parent], "requirements", f"stacks.{parent}"),
+            **table_key(raw, "requirements", where),
+        }
     if "python" in raw:
         # Narrowing the Python list drops the inherited per-Python entries of the other versions.
-        keep = set(raw["python"]) | {""}
+        keep = set(str_list(raw, "python", where)) | {""}
 
         def kept(items: list[Any]) -> list[Any]:
-            return [i for i in items if not isinstance(i, dict) or i.get("python", "") in keep]
+            # An entry whose `python` is not a string stays, so that the validator names it.
+            return [i for i in items if not isinstance(i, dict) or _python_of(i) in keep]
 
         if "sources" not in raw:
-            merged["sources"] = kept(merged.get("sources", []))
+            merged["sources"] = kept(opt_list(merged, "sources", where))
         merged["requirements"] = {
-            recipe: {section: kept(deps) for section, deps in reqs.items()}
-            for recipe, reqs in merged.get("requirements", {}).items()
+            recipe: {
+                section: kept(opt_list(reqs, section, f"{where}.requirements.{recipe}"))
+                for section in as_table(reqs, f"{where}.requirements.{recipe}")
+            }
+            for recipe, reqs in table_key(merged, "requirements", where).items()
         }
     return merged
 
 
-def _parse_toml(text: str, origin: str) -> dict[str, Any]:
+def _python_of(item: dict[str, Any]) -> str:
+    """The entry's `python`; one that is not a string is treated as "every Python" until validated."""
+    value = item.get("python", "")
+    return value if isinstance(value, str) else ""
+
+
+def _library_path(spec_path: Path, value: str, origin: str) -> Path:
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{origin}: not valid TOML: {exc}", "fix the syntax at the line named above") from exc
+        return (spec_path.parent / value).resolve()
+    except (OSError, ValueError) as exc:  # e.g. an embedded NUL byte, a symlink loop
+        raise SpecError(
+            f"{origin}: patch_library {value!r} is not a usable path: {exc}", "give a folder path"
+        ) from exc
 
 
 def _build_spec(data: dict[str, Any], origin: str, library: Path) -> Spec:
@@ -171,6 +204,11 @@ _SOURCE_KEYS = {
 
 
 def _build_stack(name: str, raw: dict[str, Any], where: str) -> Stack:
+    if not _STACK_NAME.match(name):
+        raise SpecError(
+            f"{where}: stack name {name!r} cannot be a folder name",
+            'use letters, digits, ".", "_" and "-" (e.g. [stacks."vllm-0.8.5-p100"])',
+        )
     check_keys(raw, _STACK_KEYS, where)
     versions = {k: str_key(raw, k, where) for k in ("vllm", "torch", "triton", "cuda")}
     for key, value in versions.items():
@@ -196,11 +234,15 @@ def _build_stack(name: str, raw: dict[str, Any], where: str) -> Stack:
                 f"use a subset of {list(PASCAL_ARCHS)}",
             )
     build_number = raw.get("build_number", 0)
-    if not isinstance(build_number, int) or build_number < 0:
-        raise SpecError(f"{where}.build_number must be a non-negative integer", "e.g. build_number = 0")
+    # bool is an int in Python: `build_number = true` would otherwise be build 1.
+    if isinstance(build_number, bool) or not isinstance(build_number, int) or build_number < 0:
+        raise SpecError(
+            f"{where}.build_number must be a non-negative integer, got {build_number!r}",
+            "e.g. build_number = 0",
+        )
     sources = tuple(
         _build_source(as_table(s, f"{where}.sources[{i}]"), f"{where}.sources[{i}]", pythons)
-        for i, s in enumerate(raw.get("sources", []))
+        for i, s in enumerate(opt_list(raw, "sources", where))
     )
     names = [(s.recipe, s.name, s.python) for s in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -217,7 +259,7 @@ def _build_stack(name: str, raw: dict[str, Any], where: str) -> Stack:
             )
     requirements: dict[str, RecipeRequirements] = {}
     for recipe, reqs in sorted(table_key(raw, "requirements", where).items()):
-        recipe_kind(recipe)
+        _recipe(recipe, f"{where}.requirements")
         requirements[recipe] = _build_requirements(
             as_table(reqs, f"{where}.requirements.{recipe}"), f"{where}.requirements.{recipe}", pythons
         )
@@ -239,20 +281,20 @@ def _build_stack(name: str, raw: dict[str, Any], where: str) -> Stack:
 def _build_source(raw: dict[str, Any], where: str, pythons: tuple[str, ...]) -> Source:
     check_keys(raw, _SOURCE_KEYS, where)
     recipe = str_key(raw, "recipe", where)
-    recipe_kind(recipe)
+    _recipe(recipe, where)
     src = Source(
         recipe=recipe,
         name=str_key(raw, "name", where),
         pinned_by=str_key(raw, "pinned_by", where),
-        url=raw.get("url", ""),
-        sha256=raw.get("sha256", ""),
-        git=raw.get("git", ""),
-        rev=raw.get("rev", ""),
-        file_name=raw.get("file_name", ""),
-        target=raw.get("target", ""),
-        python=raw.get("python", ""),
-        patched=bool(raw.get("patched", False)),
-        check_only=bool(raw.get("check_only", False)),
+        url=opt_str(raw, "url", where),
+        sha256=opt_str(raw, "sha256", where),
+        git=opt_str(raw, "git", where),
+        rev=opt_str(raw, "rev", where),
+        file_name=opt_str(raw, "file_name", where),
+        target=opt_str(raw, "target", where),
+        python=opt_str(raw, "python", where),
+        patched=opt_bool(raw, "patched", where),
+        check_only=opt_bool(raw, "check_only", where),
     )
     if bool(src.url) == bool(src.git):
         raise SpecError(f"{where} ({src.name}): give exactly one of url or git", "url + sha256, or git + rev")
@@ -273,19 +315,29 @@ def _build_source(raw: dict[str, Any], where: str, pythons: tuple[str, ...]) -> 
     return src
 
 
+def _recipe(name: str, where: str) -> None:
+    try:
+        recipe_kind(name)
+    except UnknownPackageError as exc:
+        raise SpecError(f"{where}: {exc.message}", exc.hint) from exc
+
+
 def _build_requirements(raw: dict[str, Any], where: str, pythons: tuple[str, ...]) -> RecipeRequirements:
     sections = ("build", "host", "run", "run_constraints")
     check_keys(raw, set(sections), where)
     out: dict[str, tuple[Dependency, ...]] = {}
     for section in sections:
         deps = []
-        for i, item in enumerate(raw.get(section, [])):
+        for i, item in enumerate(opt_list(raw, section, where)):
             if isinstance(item, str):
                 deps.append(Dependency(item))
                 continue
             entry = as_table(item, f"{where}.{section}[{i}]")
             check_keys(entry, {"spec", "python", "note"}, f"{where}.{section}[{i}]")
-            dep = Dependency(str_key(entry, "spec", where), entry.get("python", ""), entry.get("note", ""))
+            at = f"{where}.{section}[{i}]"
+            dep = Dependency(
+                str_key(entry, "spec", at), opt_str(entry, "python", at), opt_str(entry, "note", at)
+            )
             if dep.python and dep.python not in pythons:
                 raise SpecError(f"{where}.{section}[{i}]: python {dep.python} not in the stack", "")
             deps.append(dep)
