@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pascal_forge.errors import ChannelError, ChannelLockedError
 
@@ -124,29 +125,79 @@ def read_packages(channel: Path) -> tuple[ChannelPackage, ...]:
         repodata = channel / subdir / "repodata.json"
         if not repodata.is_file():
             continue
-        data = json.loads(repodata.read_text("utf-8"))
+        data = _read_json(repodata)
         for key in ("packages", "packages.conda"):
-            for file_name, rec in data.get(key, {}).items():
-                out.append(
-                    ChannelPackage(
-                        subdir=subdir,
-                        file_name=file_name,
-                        name=rec["name"],
-                        version=rec["version"],
-                        build=rec["build"],
-                        build_number=int(rec.get("build_number", 0)),
-                        depends=tuple(rec.get("depends", ())),
-                        size=int(rec["size"]),
-                        sha256=rec["sha256"],
-                    )
-                )
+            table = data.get(key, {})
+            if not isinstance(table, dict):
+                raise _bad_index(repodata, f"{key!r} is not an object")
+            for file_name, rec in table.items():
+                out.append(_package_entry(repodata, subdir, key, file_name, rec))
     return tuple(sorted(out, key=lambda p: (p.subdir, p.file_name)))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
+        raise _bad_index(path, f"cannot be read as JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _bad_index(path, "is not a JSON object")
+    return data
+
+
+def _bad_index(path: Path, why: str) -> ChannelError:
+    return ChannelError(
+        f"{path} {why}" if why.startswith(("is ", "cannot ")) else f"{path}: {why}",
+        "re-index the channel: pascal-forge channel index (a build does it too)",
+    )
+
+
+def _package_entry(repodata: Path, subdir: str, key: str, file_name: str, rec: Any) -> ChannelPackage:
+    where = f"{key}[{file_name!r}]"
+    # The name becomes a path under the subdir: no separators, no dotfiles (see tests/fuzz).
+    if (
+        not file_name.endswith(PACKAGE_SUFFIXES)
+        or file_name.startswith(".")
+        or set("/\\\x00") & set(file_name)
+    ):
+        raise _bad_index(repodata, f"{where} is not a package file name")
+    if not isinstance(rec, dict):
+        raise _bad_index(repodata, f"{where} is not an object")
+    strings = {}
+    for field in ("name", "version", "build", "sha256"):
+        value = rec.get(field)
+        if not isinstance(value, str) or not value:
+            raise _bad_index(repodata, f"{where}.{field} is not a non-empty string")
+        strings[field] = value
+    depends = rec.get("depends", [])
+    if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
+        raise _bad_index(repodata, f"{where}.depends is not a list of strings")
+    numbers = {}
+    for field, default in (("build_number", 0), ("size", None)):
+        value = rec.get(field, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _bad_index(repodata, f"{where}.{field} is not a non-negative integer")
+        numbers[field] = value
+    return ChannelPackage(
+        subdir=subdir,
+        file_name=file_name,
+        name=strings["name"],
+        version=strings["version"],
+        build=strings["build"],
+        build_number=numbers["build_number"],
+        depends=tuple(depends),
+        size=numbers["size"],
+        sha256=strings["sha256"],
+    )
 
 
 def consistency_problems(channel: Path) -> list[str]:
     """Every way the index and the files disagree (empty: the channel is consistent)."""
     problems = []
-    listed = {(p.subdir, p.file_name): p for p in read_packages(channel)}
+    try:
+        listed = {(p.subdir, p.file_name): p for p in read_packages(channel)}
+    except ChannelError as exc:  # a damaged index is one more reason to re-index, not a crash
+        return [exc.message]
     for subdir in SUBDIRS:
         folder = channel / subdir
         if not (folder / "repodata.json").is_file():
@@ -182,8 +233,12 @@ def read_build_record(channel: Path, subdir: str) -> dict[str, str]:
     path = channel / subdir / BUILD_RECORD
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text("utf-8"))
-    return {str(k): str(v) for k, v in data.items()}
+    data = _read_json(path)
+    if not all(isinstance(v, str) for v in data.values()):
+        raise ChannelError(
+            f"{path}: a value is not a definition hash", f"delete {path}; the next build rewrites it"
+        )
+    return dict(data)
 
 
 def add_packages(channel: Path, subdir: str, packages: Mapping[Path, str]) -> None:

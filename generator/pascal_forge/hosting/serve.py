@@ -120,7 +120,15 @@ def open_below(root: Path, segments: tuple[str, ...]) -> Iterator[int]:
             raise NotServedError("/".join(segments))
         yield fd
     except OSError as exc:
-        if exc.errno in {errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.EISDIR}:
+        # ENAMETOOLONG: a segment over 255 bytes (the target may be 2048); see tests/fuzz.
+        if exc.errno in {
+            errno.ENOENT,
+            errno.ELOOP,
+            errno.ENOTDIR,
+            errno.EACCES,
+            errno.EISDIR,
+            errno.ENAMETOOLONG,
+        }:
             raise NotServedError("/".join(segments)) from exc
         raise
     finally:

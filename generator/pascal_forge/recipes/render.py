@@ -107,6 +107,17 @@ VLLM_SOURCE_ENV: dict[str, str] = {
     "cutlass": "VLLM_CUTLASS_SRC_DIR",
     "flashmla": "FLASH_MLA_SRC_DIR",
     "vllm-flash-attn": "VLLM_FLASH_ATTN_SRC_DIR",
+    # vLLM >= 0.20 (cmake/external_projects/*.cmake read them from the environment)
+    "deepgemm": "DEEPGEMM_SRC_DIR",
+    "qutlass": "QUTLASS_SRC_DIR",
+    "fmha-sm100": "FMHA_SM100_SRC_DIR",
+    "tml-fa4": "TML_FA4_SRC_DIR",
+    "triton-kernels": "TRITON_KERNELS_SRC_DIR",
+}
+
+#: Where inside a source's tree its variable must point (triton_kernels.cmake wants the package dir).
+VLLM_SOURCE_SUBDIR: dict[str, str] = {
+    "triton-kernels": "/python/triton_kernels/triton_kernels",
 }
 
 
@@ -316,6 +327,7 @@ def _context(plan: RecipePlan, spec_origin: str) -> dict[str, object]:
         "pythons": stack.python,
         "info": recipe_info(plan.kind.recipe, stack),
         "src_env": VLLM_SOURCE_ENV,
+        "src_subdir": VLLM_SOURCE_SUBDIR,
         **version_facts(stack),
     }
 

@@ -79,7 +79,9 @@ def _run(tree: Path, patch: Path, *extra: str) -> subprocess.CompletedProcess[st
             ],
             stdin=fh,
             capture_output=True,
-            text=True,
+            # GNU patch echoes file names from the patch, which need not be UTF-8 (see tests/fuzz).
+            encoding="utf-8",
+            errors="replace",
             check=False,
         )
 

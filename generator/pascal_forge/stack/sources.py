@@ -9,22 +9,38 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import requests
 
-from pascal_forge.errors import HashMismatchError, SourceError
+from pascal_forge.errors import ArchiveError, HashMismatchError, SourceError
 from pascal_forge.stack.model import Source
 
 CHUNK = 1 << 20
+#: What a malformed or hostile archive raises from tarfile/zipfile and their decompressors
+#: (tarfile.FilterError, a TarError, is the `data` filter refusing a member that escapes).
+_BAD_ARCHIVE = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    ValueError,
+    KeyError,
+    IndexError,  # zipfile, for a member named "\x00" (found by scripts/fuzz.py)
+    NotImplementedError,  # zipfile: an unknown compression method
+    RuntimeError,  # zipfile: an encrypted member
+)
 Progress = Callable[[str], None]
 
 
@@ -127,13 +143,19 @@ def _unpack_conda(archive: Path, staging: Path) -> Path:
     import zstandard  # lazy: only .conda sources need it
 
     with zipfile.ZipFile(archive) as zf:
-        (pkg,) = [n for n in zf.namelist() if n.startswith("pkg-") and n.endswith(".tar.zst")]
+        pkgs = [n for n in zf.namelist() if n.startswith("pkg-") and n.endswith(".tar.zst")]
+        if len(pkgs) != 1:
+            raise ArchiveError(f"{archive.name}: expected one pkg-*.tar.zst member, found {len(pkgs)}", "")
+        (pkg,) = pkgs
         with (
             zf.open(pkg) as raw,
             zstandard.ZstdDecompressor().stream_reader(raw) as zst,
             tarfile.open(fileobj=zst, mode="r|") as tf,
         ):
-            tf.extractall(staging, filter="data")
+            try:
+                tf.extractall(staging, filter="data")
+            except zstandard.ZstdError as exc:
+                raise ArchiveError(f"{archive.name}: damaged zstd stream: {exc}", "fetch it again") from exc
     site = sorted(staging.glob("lib/python3.*/site-packages"))
     if len(site) != 1:
         raise SourceError(f"{archive.name}: expected one lib/python3.*/site-packages, found {len(site)}", "")
@@ -151,30 +173,55 @@ def unpack(archive: Path, dest: Path, members: tuple[str, ...] = ()) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:
-        if archive.name.endswith(".conda"):
-            _unpack_conda(archive, staging).rename(dest)
-            return dest
-        if archive.name.endswith((".whl", ".zip")):
-            with zipfile.ZipFile(archive) as zf:
-                names = [n for n in zf.namelist() if not members or n in members]
-                missing = sorted(set(members) - set(names))
-                if missing:
-                    raise SourceError(f"{archive.name} lacks {missing}", "is the pin the right release?")
-                for name in names:
-                    zf.extract(name, staging)
-        elif ".tar" in archive.name or archive.suffix == ".tgz":
-            with tarfile.open(archive) as tf:
-                tf.extractall(staging, filter="data")
-        else:
-            raise SourceError(
-                f"don't know how to unpack {archive.name}", "give an unpacked directory instead"
-            )
-        entries = list(staging.iterdir())
-        root = entries[0] if len(entries) == 1 and entries[0].is_dir() and not members else staging
-        root.rename(dest)
+        _unpack_into(archive, staging, dest, members)
+    except (*_BAD_ARCHIVE, OSError) as exc:  # OSError: a member name too long, a file where a folder goes
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ArchiveError(
+            f"cannot unpack {archive.name}: {type(exc).__name__}: {_short(exc)}",
+            "the file is damaged or not what the pin names: delete it from the cache and fetch it again",
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+def _unpack_into(archive: Path, staging: Path, dest: Path, members: tuple[str, ...]) -> None:
+    if archive.name.endswith(".conda"):
+        _unpack_conda(archive, staging).rename(dest)
+        return
+    if archive.name.endswith((".whl", ".zip")):
+        with zipfile.ZipFile(archive) as zf:
+            names = [n for n in zf.namelist() if not members or n in members]
+            missing = sorted(set(members) - set(names))
+            if missing:
+                raise SourceError(f"{archive.name} lacks {missing}", "is the pin the right release?")
+            for name in names:
+                zf.extract(name, staging)  # zipfile drops "..", drive and root parts; it writes no links
+    elif ".tar" in archive.name or archive.suffix == ".tgz":
+        with tarfile.open(archive) as tf:
+            tf.extractall(staging, filter="data")
+    else:
+        raise SourceError(f"don't know how to unpack {archive.name}", "give an unpacked directory instead")
+    entries = list(staging.iterdir())
+    root = entries[0] if len(entries) == 1 and entries[0].is_dir() and not members else staging
+    _check_links(root, archive)
+    root.rename(dest)
+
+
+def _check_links(root: Path, archive: Path) -> None:
+    """Every symlink stays inside ``root``: tarfile's data filter checks them against the staging
+    folder, but dropping the top-level folder makes "pkg/a -> ../b" point outside the tree."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                continue
+            link = path.readlink()
+            if link.is_absolute() or os.path.normpath(path.parent.relative_to(root) / link).startswith(".."):
+                raise ArchiveError(
+                    f"{archive.name}: {path.relative_to(root)} links to {str(link)!r}, outside the tree",
+                    "the archive is not what the pin names; check its source",
+                )
 
 
 def git_tree(source: Source, repo: Path, dest: Path) -> Path:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pascal_forge.errors import SourceError
+from pascal_forge.recipes.render import VLLM_SOURCE_ENV
 from pascal_forge.stack.model import Source, Stack
 from pascal_forge.stack.sources import obtain
 from pascal_forge.update.pins import (
@@ -17,7 +18,9 @@ from pascal_forge.update.plan import (
     Planner,
 )
 
-_DECLARE = re.compile(r"FetchContent_Declare\(\s*([\w-]+)(.*?)\)", re.DOTALL)
+# Declare, and the Populate(name GIT_REPOSITORY ...) form vLLM >= 0.20 uses to avoid MakeAvailable
+# (deepgemm.cmake, qutlass.cmake); a one-argument Populate(name) has no fields and is skipped.
+_DECLARE = re.compile(r"FetchContent_(?:Declare|Populate)\(\s*([\w-]+)(.*?)\)", re.DOTALL)
 
 
 _SET = re.compile(r'set\(\s*(\w+)\s+"?([^"\s)]+)"?', re.MULTILINE)
@@ -51,7 +54,7 @@ def cmake_fetches(tree: Path) -> list[Fetch]:
             fields: dict[str, str] = {}
             for key in ("GIT_REPOSITORY", "GIT_TAG", "URL"):
                 if km := re.search(rf"\b{key}\s+(\S+)", body):
-                    fields[key] = _expand(km.group(1), variables)
+                    fields[key] = _expand(km.group(1).strip('"'), variables)
             if fields:
                 out.append(
                     Fetch(
@@ -120,6 +123,19 @@ def vllm_subprojects(p: Planner, base: Stack, version: str, tree: Path) -> list[
         out.append(replace(old, rev=rev, pinned_by=cite or origin))
     for f in fetches:
         if f.repo and _norm_repo(f.repo) in used:
+            continue
+        name = f.name.replace("_", "-")
+        rev = p.opts.revs.get(name) or (f.tag if COMMIT_RE.match(f.tag) else "")
+        if f.repo and rev and name in VLLM_SOURCE_ENV:
+            # A new sub-project with a commit pin (or --rev): a source the build points vLLM's CMake at.
+            check_commit(name, rev)
+            origin = f"vLLM {version} {f.file} GIT_TAG {f.tag}" + (
+                f"; --rev {name}={rev}" if rev != f.tag else ""
+            )
+            p.pin(f"{name} commit", rev, origin, True)
+            p.notes.append(f"{name}: new sub-project of vLLM {version} ({f.file}); review its Pascal skip")
+            out.append(Source("vllm-pascal", name, origin, git=f.repo, rev=rev, target=name))
+            used.add(_norm_repo(f.repo))
             continue
         p.block(
             f"sub-project {f.name}",

@@ -6,7 +6,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from pascal_forge.errors import PinUnresolvedError, SourceError
+from pascal_forge.errors import PinUnresolvedError, SourceError, UpstreamNotFoundError
 from pascal_forge.stack.model import Source, Stack
 from pascal_forge.stack.sources import unpack
 from pascal_forge.update.plan import (
@@ -68,9 +68,20 @@ def triton_pin(p: Planner, base: Stack, torch: str) -> tuple[str, IndexFile]:
             f"{p.index.url} lists no CPython manylinux x86_64 wheel of torch {torch}",
             "the triton pin is read from such a wheel's metadata; check the torch version or --index-url",
         )
-    tags = [f"-cp{py.replace('.', '')}-" for py in reversed(base.python)]
-    wheel = next((w for t in tags for w in wheels if t in w.filename), wheels[0])
-    meta = p.index.metadata(wheel)
+    # "-cp313-cp313-", not "-cp313-": that would also match the free-threaded cp313t wheel.
+    tags = [f"-cp{n}-cp{n}-" for py in reversed(base.python) if (n := py.replace(".", ""))]
+    preferred = [w for t in tags for w in wheels if t in w.filename]
+    # Not every wheel's .metadata is served (PyPI 404s some of torch 2.11.0's): take the first that is.
+    order = preferred + [w for w in wheels if w not in preferred]
+    wheel, meta = order[0], None
+    for candidate in order:
+        try:
+            wheel, meta = candidate, p.index.metadata(candidate)
+            break
+        except UpstreamNotFoundError as exc:
+            p.notes.append(f"{candidate.filename}: {exc.message}; trying the next wheel")
+    if meta is None:
+        meta = p.index.metadata(wheel)  # raises, naming the last wheel tried
     requires = meta.get_all("Requires-Dist") or []
     for py in reversed(base.python):
         found = pinned_requirement(requires, "triton", py)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urljoin
 
@@ -129,43 +130,11 @@ class SimpleIndex:
                 f"{page} answered {ctype or 'no content type'}, not PEP 691 JSON ({PEP691})",
                 "use an index that serves the JSON form of the Simple API (PyPI does)",
             )
-        try:
-            data = resp.json()
-            major = str(data["meta"]["api-version"]).split(".", 1)[0]
-            raw_files = data["files"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UpstreamError(f"{page}: not a PEP 691 project page ({exc!r})", "check --index-url") from exc
-        if major != "1":
-            raise UpstreamError(f"{page}: unsupported Simple API version {major}", "")
-        out = [f for raw in raw_files if (f := self._file(name, page, raw)) is not None]
-        self._pages[name] = tuple(out)
+        self._pages[name] = parse_project_page(name, page, resp.content)
         return self._pages[name]
 
-    def _file(self, project: str, page: str, raw: Any) -> IndexFile | None:
-        try:
-            filename = str(raw["filename"])
-            url = urljoin(page, str(raw["url"]))
-            sha256 = str(raw["hashes"]["sha256"]).lower()
-        except (KeyError, TypeError):
-            return None  # a file without a sha256 cannot be pinned; it is not offered at all
-        version = _file_version(filename)
-        if version is None:
-            return None
-        meta = raw.get("core-metadata", raw.get("data-dist-info-metadata", False))
-        meta_sha = str(meta.get("sha256", "")).lower() if isinstance(meta, dict) else ""
-        return IndexFile(
-            project=project,
-            filename=filename,
-            url=url,
-            sha256=sha256,
-            version=version,
-            # PyPI serves .metadata for every wheel (backfilled) but some proxies drop the key.
-            metadata=bool(meta) or filename.endswith(".whl"),
-            metadata_sha256=meta_sha,
-            yanked=bool(raw.get("yanked", False)),
-        )
-
     def versions(self, project: str) -> list[str]:
+
         return sorted({f.version for f in self.files(project)}, key=Version)
 
     def sdist(self, project: str, version: str) -> IndexFile:
@@ -237,6 +206,63 @@ class SimpleIndex:
             session=self.session,
             timeout=self.timeout,
         )
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_project_page(project: str, page: str, body: bytes) -> tuple[IndexFile, ...]:
+    """The files of a PEP 691 project page; a body that is not one raises UpstreamError.
+
+    Files the index lists without a sha256, with a name that is no wheel or sdist of a release, or
+    with a name that is not a plain file name (it becomes a path in the download cache) are left out.
+    """
+    try:
+        data = json.loads(body)
+        major = str(data["meta"]["api-version"]).split(".", 1)[0]
+        raw_files = data["files"]
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
+        raise UpstreamError(
+            f"{page}: not a PEP 691 project page ({type(exc).__name__}: {_short(exc)})", "check --index-url"
+        ) from exc
+    if major != "1":
+        raise UpstreamError(f"{page}: unsupported Simple API version {major[:40]!r}", "")
+    if not isinstance(raw_files, list):
+        raise UpstreamError(
+            f"{page}: not a PEP 691 project page ('files' is not a list)", "check --index-url"
+        )
+    return tuple(f for raw in raw_files if (f := _index_file(project, page, raw)) is not None)
+
+
+def _index_file(project: str, page: str, raw: Any) -> IndexFile | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("hashes"), dict):
+        return None
+    filename, href, sha256 = raw.get("filename"), raw.get("url"), raw["hashes"].get("sha256")
+    if not (isinstance(filename, str) and isinstance(href, str) and isinstance(sha256, str)):
+        return None  # a file without a sha256 cannot be pinned; it is not offered at all
+    sha256 = sha256.lower()
+    if not _SHA256.match(sha256) or PurePosixPath(filename).name != filename or set("\\\x00") & set(filename):
+        return None  # a "filename" with "/" would be written outside the cache
+    version = _file_version(filename)
+    if version is None:
+        return None
+    try:
+        url = urljoin(page, href)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+    meta = raw.get("core-metadata", raw.get("data-dist-info-metadata", False))
+    meta_sha = str(meta.get("sha256", "")).lower() if isinstance(meta, dict) else ""
+    return IndexFile(
+        project=project,
+        filename=filename,
+        url=url,
+        sha256=sha256,
+        version=version,
+        # PyPI serves .metadata for every wheel (backfilled) but some proxies drop the key.
+        metadata=bool(meta) or filename.endswith(".whl"),
+        metadata_sha256=meta_sha,
+        yanked=bool(raw.get("yanked", False)),
+    )
 
 
 def _file_version(filename: str) -> str | None:

@@ -5,7 +5,8 @@ A small CMake *evaluator* for the constructs vLLM's top-level CMakeLists.txt use
 parentheses, STREQUAL, VERSION_*, IN_LIST, DEFINED, EQUAL/LESS/GREATER, variable auto-dereference),
 `file(GLOB)`, `message(FATAL_ERROR)`, `return()`, and native emulations of vLLM's own helpers from
 cmake/utils.cmake: `cuda_archs_loose_intersection`, `extract_unique_cuda_archs_ascending`,
-`get_torch_gpu_compiler_flags`, `set_gencode_flags_for_srcs`, `define_gpu_extension_target`, plus
+`get_torch_gpu_compiler_flags`, `set_gencode_flags_for_srcs`, `define_gpu_extension_target` (from vLLM
+0.13 `define_extension_target`), plus
 `target_compile_definitions`.
 
 Limits (on purpose; the result is what the kernels' arch gates decide, not a full CMake):
@@ -537,7 +538,8 @@ def _command(c: Command, st: _State) -> None:
             st.gencode.setdefault(s, []).extend(kw.get("CUDA_ARCHS", []))
             if kw.get("BUILD_PTX_FOR_ARCH"):
                 st.ptx[s] = kw["BUILD_PTX_FOR_ARCH"][0]
-    elif name == "define_gpu_extension_target":
+    elif name in ("define_gpu_extension_target", "define_extension_target"):
+        # vLLM >= 0.13 renamed it define_extension_target (same arguments; it also defines CXX-only ones)
         vals = _values(c.args, st)
         kw = _keyword_args(
             vals[1:],
