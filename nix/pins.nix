@@ -15,13 +15,12 @@
   pythons = [ "3.10" "3.12" ];
 
   sources = {
-    # commit PyTorch 2.6.0 pins (.ci/docker/ci_commit_pins/triton.txt), as recorded by conda-forge/triton-feedstock@499cac3 recipe/recipe.yaml (git_commit)
+    # commit 35c6c7c6 PyTorch 2.6.0 pins (.ci/docker/ci_commit_pins/triton.txt); url and sha256 as conda-forge/triton-feedstock@499cac3 recipe/recipe.yaml (triton v3.2.0, git_commit) fetches it. GitHub is not reachable from the machine that wrote this: the sha256 is the feedstock's record, not re-downloaded here
     "triton-pascal/triton" = {
-      owner = "triton-lang";
-      repo = "triton";
-      rev = "35c6c7c6284582b3f41c71c150e11b517acf074a";
+      url = "https://github.com/triton-lang/triton/archive/35c6c7c6284582b3f41c71c150e11b517acf074a.tar.gz";
+      hash = "sha256-SuXUJrEY9lfp862t42ODK59K7n9MuPHherr4N7XjKIA="; # sha256 4ae5d426b118f657e9f3adade363832b9f4aee7f4cb8f1e17abaf837b5e32880
     };
-    # triton 35c6c7c6 cmake/llvm-hash.txt (read from a mirror of triton-lang/triton; also the pre-image of conda-forge/triton-feedstock@576374f recipe/patches/0007)
+    # triton 35c6c7c6 cmake/llvm-hash.txt (read from a mirror of triton-lang/triton; also the pre-image of conda-forge/triton-feedstock@576374f recipe/patches/0007). Still a git source: no public record pins llvm-project/archive/b5cc222d.tar.gz by sha256 (conda-forge built triton 3.2.0 against its own LLVM package, not this commit), and none could be made here (GitHub unreachable). Not fetched shallow either: conda-build's git_depth clones N commits of the default branch and cannot reach a pinned commit that is not near its tip, and rattler-build's depth with a commit rev could not be tried here
     "triton-pascal/llvm-project" = {
       owner = "llvm";
       repo = "llvm-project";

@@ -406,7 +406,7 @@ def test_overlay_applies_the_patches_and_pins_in_a_nixpkgs(tmp_path: Path) -> No
             " vllm = { inherit (v) version name cmakeFlags env pascalForge; patches = names v.patches;"
             "   src = { inherit (v.src) fetcher url hash; }; };"
             " torch = { patches = names t.patches; triton = map (d: { inherit (d) cudaSupport;"
-            "   src = { inherit (d.src) fetcher owner repo rev hash; }; patches = names d.patches; }) t.dependencies; };"
+            "   src = { inherit (d.src) fetcher url hash; }; patches = names d.patches; }) t.dependencies; };"
             " triton = names py.triton.patches;"
             " llvm = { inherit (pkgs.triton-llvm.src) owner repo rev hash; };"
             " cuda = pkgs.cudaPackages.cudaMajorMinorVersion;"
@@ -439,24 +439,16 @@ def test_overlay_applies_the_patches_and_pins_in_a_nixpkgs(tmp_path: Path) -> No
     assert got["vllm"]["cmakeFlags"] == ["-DCUTLASS_ENABLE_CUBLAS:STRING=ON"]
     assert got["torch"]["patches"] == ["nixpkgs-torch-own.patch", *series["pytorch-pascal"]]
     # torch depends on nixpkgs' triton-cuda (`self.triton.override { cudaSupport = true; }`):
-    # it must be the patched triton at the spec's commit, still with CUDA.
+    # it must be the patched triton at the spec's commit, still with CUDA; the commit's archive is
+    # pinned by sha256, so Nix checks it as it does the conda recipes (no NAR hash needed).
     triton_src = srcs["triton-pascal/triton"]
-    assert (
-        got["torch"]["triton"]
-        == [
-            {
-                "cudaSupport": True,
-                "src": {
-                    "fetcher": "fetchFromGitHub",
-                    "owner": "triton-lang",
-                    "repo": "triton",
-                    "rev": triton_src.rev,
-                    "hash": "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",  # lib.fakeHash: NAR hash unknown
-                },
-                "patches": ["nixpkgs-triton-own.patch", *series["triton-pascal"]],
-            }
-        ]
-    )
+    assert got["torch"]["triton"] == [
+        {
+            "cudaSupport": True,
+            "src": {"fetcher": "fetchurl", "url": triton_src.url, "hash": sri_sha256(triton_src.sha256)},
+            "patches": ["nixpkgs-triton-own.patch", *series["triton-pascal"]],
+        }
+    ]
     assert got["triton"] == ["nixpkgs-triton-own.patch", *series["triton-pascal"]]
     assert got["llvm"]["rev"] == srcs["triton-pascal/llvm-project"].rev
     assert got["cuda"] == stack.cuda
@@ -469,12 +461,14 @@ def test_overlay_takes_git_nar_hashes_from_the_user(tmp_path: Path) -> None:
     got = nix_eval(
         standin_expr(
             "{ triton = pkgs.python312Packages.triton.src.hash; llvm = pkgs.triton-llvm.src.hash; }",
-            extra=f'(final: prev: {{ pascalForgeGitHashes = {{ "triton-pascal/triton" = "{nar}"; }}; }})',
+            extra=f'(final: prev: {{ pascalForgeGitHashes = {{ "triton-pascal/llvm-project" = "{nar}"; }}; }})',
         ),
         ROOT / "nix",
         tmp_path,
     )
-    assert got == {"triton": nar, "llvm": "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}
+    # llvm-project is still a git source (its NAR hash comes from the user); triton is an archive
+    triton = {f"{s.recipe}/{s.name}": s for s in nix_sources()}["triton-pascal/triton"]
+    assert got == {"llvm": nar, "triton": sri_sha256(triton.sha256)}
 
 
 @pytest.mark.integration

@@ -308,6 +308,9 @@ def test_triton_package_test_fails_stock_and_passes_patched_lowering(tmp_path: P
     assert patched.returncode == 0, patched.stderr[-3000:]
     assert "sm_60: fp16 tl.dot compiled" in patched.stdout
     assert "sm_61: fp16 tl.dot compiled" in patched.stdout
+    # conda-forge's GPU-less check: TTGIR through triton.compile to PTX and a cubin
+    assert "sm_60: TTGIR compiled to PTX and a" in patched.stdout
+    assert "sm_61: TTGIR compiled to PTX and a" in patched.stdout
 
 
 # ---- the generated pytorch package test against a real torch (opt-in: ~3 GB of wheels) --------

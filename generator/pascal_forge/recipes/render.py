@@ -178,6 +178,8 @@ def version_facts(stack: Stack) -> dict[str, object]:
         "triton_astsource_constants_kw": "constants"
         if Version(stack.triton) < Version("3.3")
         else "constexprs",
+        # TTGIR module attributes: "triton_gpu.num-warps" became "ttg.num-warps" in triton 3.3.
+        "triton_ttgir_prefix": "triton_gpu" if Version(stack.triton) < Version("3.3") else "ttg",
     }
 
 
