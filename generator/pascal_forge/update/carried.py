@@ -17,6 +17,8 @@ from pascal_forge.stack.sources import Obtained, obtain
 from pascal_forge.update.ladder import Carry, Step, base_files, carry_patch
 from pascal_forge.update.rules import Intents, load_intents
 
+CARRIED_PROOF = "carried from "  # how a carried entry's proof starts (update/carry.py keys on it)
+
 
 @dataclass(frozen=True)
 class RecipeCarry:
@@ -56,14 +58,15 @@ def carry_recipe(
 ) -> RecipeCarry:
     """Each patch of ``series`` (the base stack's) carried onto ``stack``'s source."""
     version, base_version = stack.version_of(upstream), base.version_of(upstream)
-    members = tuple(dict.fromkeys(t for e in series for t in e.targets))
+    intents = load_intents(library / upstream / "series.toml")
+    ruled = (r.file for e in series for r in intents.get(e.id, Intents()).rules)
+    members = tuple(dict.fromkeys([*(t for e in series for t in e.targets), *ruled]))
     try:
         old = _tree(base, recipe, cache, local, members)
         pristine = {e.id: base_files(e, old.tree) for e in series}
         new = _tree(stack, recipe, cache, local, members)
     except SourceError as exc:
         return RecipeCarry(recipe, upstream, version, base_version, "", (), exc.message)
-    intents = load_intents(library / upstream / "series.toml")
     carries = tuple(
         carry_patch(e, pristine[e.id], new.tree, intents.get(e.id, Intents()), version, base_version)
         for e in series
@@ -96,7 +99,7 @@ def series_block(rc: RecipeCarry, base_name: str) -> str:
     rows = []
     for c in rc.carries:
         proof = (
-            f"carried from {c.patch.file} ({base_name}) by `pascal-forge update`: {c.step.value}"
+            f"{CARRIED_PROOF}{c.patch.file} ({base_name}) by `pascal-forge update`: {c.step.value}"
             + (f" ({c.detail})" if c.detail else "")
             + f"; the carried patch applies with patch -p1 -F0 to the {rc.upstream} {rc.version} source "
             f"({rc.source}). The base patch's semantic tests (its proof for {rc.base_version}) were not rerun."

@@ -9,7 +9,7 @@ from packaging.version import Version
 
 from pascal_forge.stack.model import RECIPES, PatchEntry, Stack, recipe_kind
 from pascal_forge.stack.patches import Outcome
-from pascal_forge.update.carried import RecipeCarry, carry_recipe
+from pascal_forge.update.carried import CARRIED_PROOF, RecipeCarry, carry_recipe
 from pascal_forge.update.ladder import Carry, Step
 from pascal_forge.update.plan import (
     Planner,
@@ -72,7 +72,9 @@ def carry_patches(
         version = stack.version_of(kind.upstream)
         series = p.spec.patches_for(kind.upstream, version)
         old = p.spec.patches_for(kind.upstream, base.version_of(kind.upstream))
-        covered = {e.id for e in series}
+        # Entries an earlier `update --write` carried are carried again (their block is replaced
+        # as a whole, so a rerun writes the same bytes); only hand-made entries count as covering.
+        covered = {e.id for e in series if not e.proof.startswith(CARRIED_PROOF)}
         to_carry = (
             tuple(e for e in old if e.id not in covered) if version != base.version_of(kind.upstream) else ()
         )

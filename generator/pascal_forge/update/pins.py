@@ -68,7 +68,8 @@ def triton_pin(p: Planner, base: Stack, torch: str) -> tuple[str, IndexFile]:
             f"{p.index.url} lists no CPython manylinux x86_64 wheel of torch {torch}",
             "the triton pin is read from such a wheel's metadata; check the torch version or --index-url",
         )
-    tags = [f"-cp{py.replace('.', '')}-" for py in reversed(base.python)]
+    # "-cp313-cp313-": the ABI tag too, so a free-threaded "-cp313-cp313t-" wheel is never picked.
+    tags = [f"-cp{nd}-cp{nd}-" for nd in (py.replace(".", "") for py in reversed(base.python))]
     wheel = next((w for t in tags for w in wheels if t in w.filename), wheels[0])
     meta = p.index.metadata(wheel)
     requires = meta.get_all("Requires-Dist") or []
