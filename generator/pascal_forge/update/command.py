@@ -58,7 +58,10 @@ def run_derive(args: Any) -> int:
 
 
 def configure_parser(sub: Any) -> None:
+    from pascal_forge.update.survey_cli import configure_parser as configure_survey
+
     _configure_update(sub)
+    configure_survey(sub)
     parser = sub.add_parser(
         "derive-requirements",
         help="derive vllm-pascal's run requirements from vLLM's requirement files",
