@@ -77,13 +77,14 @@ def load_intents(series: Path) -> dict[str, Intents]:
     if not series.is_file():
         return {}
     data = tomllib.loads(series.read_text("utf-8"))
+    name = f"{series.parent.name}/{series.name}"  # relative: messages end up in docs/releases.md
     rules: dict[str, list[IntentRule]] = {}
     probes: dict[str, list[ObsoleteProbe]] = {}
     for n, raw in enumerate(data.get("intent", []), start=1):
-        rule = _rule(raw, f"{series} intent #{n}")
+        rule = _rule(raw, f"{name} intent #{n}")
         rules.setdefault(rule.patch, []).append(rule)
     for n, raw in enumerate(data.get("obsolete", []), start=1):
-        probe = _probe(raw, f"{series} obsolete #{n}")
+        probe = _probe(raw, f"{name} obsolete #{n}")
         probes.setdefault(probe.patch, []).append(probe)
     return {
         pid: Intents(tuple(rules.get(pid, ())), tuple(probes.get(pid, ())))
