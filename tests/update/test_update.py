@@ -380,9 +380,9 @@ def test_new_triton_needs_its_commit(world: World, capsys: pytest.CaptureFixture
     assert "error[pin-unresolved]" in err
     assert "--rev triton=<commit>" in out
     assert "Requires-Dist: triton (==3.3.0)" in out
-    # No library patch covers the new versions: the base's series is tried and reported.
-    assert "no patch in" in out and "covers vllm 0.9.0" in out
-    assert "trial: base's patches on the new sources" in out
+    # No library patch covers the new versions: the base's series is carried forward (ladder.py).
+    assert "carried forward: base's patches whose versions do not cover the new release" in out
+    assert any(line.split()[:3] == ["vllm-pascal", "prefix-tiles", "applied"] for line in out.splitlines())
     # The new torch's check-only copy is pinned from the index.
     assert "torch-2.7.0-cp312-cp312-manylinux_2_28_x86_64.whl" in out
 
@@ -581,7 +581,10 @@ def test_overlay_from_a_conda_channel(world: World, capsys: pytest.CaptureFixtur
     assert "pytorch-2.7.0-cuda126_mkl_py312_h1234567_300.conda" in out
     assert "conda-forge not reachable" not in out
     stack = load_spec(world.spec).stack("vllm-0.9.0")
-    assert stack.draft  # no library patch covers the new versions
+    # No library patch covered the new versions: --write added the carried series to the library.
+    series = (world.tmp / "patchlib" / "vllm" / "series.toml").read_text()
+    assert "# BEGIN carried vllm 0.9.0" in series and 'versions = "==0.9.0"' in series
+    assert load_spec(world.spec).patches_for("vllm", "0.9.0")
     (art,) = [s for s in stack.sources if s.recipe == "pytorch-pascal" and s.patched]
     assert art.url == f"{url}/linux-64/pytorch-2.7.0-cuda126_mkl_py312_h1234567_300.conda"
     assert art.sha256 == hashlib.sha256((channel / "linux-64" / art.file_name).read_bytes()).hexdigest()

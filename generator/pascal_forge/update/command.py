@@ -27,6 +27,7 @@ from pascal_forge.update.requirements import (
 )
 
 if TYPE_CHECKING:
+    from pascal_forge.stack.model import Spec
     from pascal_forge.update.plan import UpdatePlan
     from pascal_forge.update.write import Written
     from pascal_forge.verify.check import RecipeCheck
@@ -57,7 +58,10 @@ def run_derive(args: Any) -> int:
 
 
 def configure_parser(sub: Any) -> None:
+    from pascal_forge.update.survey_cli import configure_parser as configure_survey
+
     _configure_update(sub)
+    configure_survey(sub)
     parser = sub.add_parser(
         "derive-requirements",
         help="derive vllm-pascal's run requirements from vLLM's requirement files",
@@ -113,6 +117,8 @@ def run_update(args: argparse.Namespace) -> int:
     written = None
     if args.write and (plan.ready or args.allow_failing):
         assert spec_path is not None
+        _write_carried(plan, spec)
+        spec = load_spec(spec_path if spec_path.exists() else None)
         written = write_update(plan, spec_path, args.out or RECIPES_ROOT / plan.stack.name, draft)
     print(plan_json(plan, written) if args.json else format_plan(plan, spec.origin, written, args))
     if plan.blockers and not args.allow_failing:
@@ -125,6 +131,15 @@ def run_update(args: argparse.Namespace) -> int:
             first.hint + "; or pass --allow-failing to write it as a draft",
         )
     return 0
+
+
+def _write_carried(plan: UpdatePlan, spec: Spec) -> None:
+    from pascal_forge.update.carried import write_carried
+
+    for rc in plan.carried:
+        if rc.carries and not rc.unreachable:
+            for path in write_carried(rc, spec.patch_library, plan.base.name):
+                log(f"wrote {path}")
 
 
 def _parse_revs(values: list[str]) -> dict[str, str]:
@@ -167,6 +182,22 @@ def _patch_rows(checks: tuple[RecipeCheck, ...]) -> list[str]:
     return lines
 
 
+def _carry_rows(plan: UpdatePlan) -> list[str]:
+    lines = []
+    for rc in plan.carried:
+        if rc.unreachable:
+            lines.append(f"  {rc.recipe}: not checked: {rc.unreachable}")
+            continue
+        for c in rc.carries:
+            lines.append(
+                f"  {rc.recipe}  {c.patch.id}  {c.step.value}" + (f" ({c.detail})" if c.detail else "")
+            )
+            lines.extend(f"      evidence: {e}" for e in c.evidence)
+            lines.extend(f"      | {h}" for h in c.hunk.splitlines())
+        lines.append(f"  source of {rc.recipe}: {rc.source}; base: {rc.upstream} {rc.base_version} pristine")
+    return lines
+
+
 def format_plan(plan: UpdatePlan, origin: str, written: Written | None, args: argparse.Namespace) -> str:
     stack, base = plan.stack, plan.base
     out = [
@@ -187,6 +218,9 @@ def format_plan(plan: UpdatePlan, origin: str, written: Written | None, args: ar
     if plan.trials:
         out += ["", f"trial: {base.name}'s patches on the new sources (their versions do not cover it)"]
         out += _patch_rows(plan.trials)
+    if plan.carried:
+        out += ["", f"carried forward: {base.name}'s patches whose versions do not cover the new release"]
+        out += _carry_rows(plan)
     if plan.notes:
         out += ["", "notes"]
         out += [f"  - {n}" for n in plan.notes]
@@ -227,6 +261,21 @@ def plan_json(plan: UpdatePlan, written: Written | None) -> str:
         "changed_requirements": list(plan.changed_requirements),
         "patches": as_data(list(plan.checks)),
         "trials": as_data(list(plan.trials)),
+        "carried": [
+            {
+                "recipe": rc.recipe,
+                "version": rc.version,
+                "base_version": rc.base_version,
+                "source": rc.source,
+                "unreachable": rc.unreachable,
+                "patches": [
+                    {"id": c.patch.id, "step": c.step.value, "detail": c.detail, "evidence": list(c.evidence)}
+                    | {"hunk": c.hunk, "targets": list(c.targets)}
+                    for c in rc.carries
+                ],
+            }
+            for rc in plan.carried
+        ],
         "notes": list(plan.notes),
         "blockers": [asdict(b) for b in plan.blockers],
         "written": None

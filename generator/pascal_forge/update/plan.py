@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.version import Version
 
@@ -16,6 +17,9 @@ from pascal_forge.update.upstream import (
     SimpleIndex,
 )
 from pascal_forge.verify.check import RecipeCheck
+
+if TYPE_CHECKING:
+    from pascal_forge.update.carried import RecipeCarry
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -64,6 +68,7 @@ class UpdatePlan:
     trials: tuple[RecipeCheck, ...]  # the base's series tried where no library patch covers a version
     blockers: tuple[Blocker, ...]
     changed_requirements: tuple[str, ...]  # recipes whose requirements differ from the base's
+    carried: tuple[RecipeCarry, ...] = ()  # the base's patches carried by the ladder (update/ladder.py)
 
     @property
     def ready(self) -> bool:

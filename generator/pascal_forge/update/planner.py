@@ -79,5 +79,7 @@ def plan_update(spec: Spec, opts: UpdateOptions, log: Log) -> UpdatePlan:
         sources=tuple(s for k in RECIPES for s in sources[k.recipe]),
         requirements=requirements,
     )
-    checks, trials = carry_patches(p, base, stack)
-    return UpdatePlan(stack, base, tuple(p.pins), tuple(p.notes), checks, trials, tuple(p.blockers), changed)
+    checks, trials, carried = carry_patches(p, base, stack)
+    return UpdatePlan(
+        stack, base, tuple(p.pins), tuple(p.notes), checks, trials, tuple(p.blockers), changed, carried
+    )
