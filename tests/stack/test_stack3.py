@@ -62,7 +62,12 @@ def test_each_upstream_of_the_third_stack_has_its_own_series() -> None:
         up: [p.id for p in spec.patches_for(up, stack.version_of(up))] for up in ("vllm", "torch", "triton")
     }
     assert ids == {
-        "vllm": ["cmake-pascal-archs", "moe-wna16-half-atomicadd", "flash-attn-skip-kernels-without-sm80"],
+        "vllm": [
+            "cmake-pascal-archs",
+            "moe-wna16-half-atomicadd",
+            "flash-attn-skip-kernels-without-sm80",
+            "unified-attention-pascal-tiles",
+        ],
         "torch": ["inductor-gate-utils-triton", "inductor-gate-scheduler", "inductor-gate-is-triton-capable"],
         "triton": ["no-l1-eviction-hints-before-sm70"],
     }

@@ -32,18 +32,17 @@ def summary_table(outcomes: tuple[BuildOutcome, ...]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from pascal_forge.build.resolve import raise_on_failure, report, resolve_check
-    from pascal_forge.recipes.render import render_tree
-    from pascal_forge.recipes.tree import write_tree
+    from pascal_forge.build.stacks import render_stacks, select_stacks
     from pascal_forge.stack.spec import load_spec
 
     channel: Path = args.channel_dir
-    recipes: Path | None = args.recipes
-    if recipes is None:
+    trees: list[Path] = [args.recipes] if args.recipes is not None else []
+    if not trees:
         spec = load_spec(args.spec)
-        stack = spec.stack(args.stack)
-        recipes = channel.resolve().parent / f".{channel.name}.recipes"
-        write_tree(render_tree(spec, stack.name), recipes)
-        log(f"rendered stack {stack.name} into {recipes}")
+        stacks = select_stacks(spec, args.stack, args.all_stacks)
+        # one folder per stack: every stack's vllm-pascal, pytorch and triton go into the one channel
+        trees = render_stacks(spec, stacks, channel.resolve().parent / f".{channel.name}.recipes")
+        log(f"rendered stack(s) {', '.join(s.name for s in stacks)} into {trees[0].parent}")
     variants = []
     for item in args.variant or []:
         key, sep, value = item.partition("=")
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         test=args.test,
     )
-    outcomes = build_channel(recipes, options, log)
+    outcomes = tuple(o for tree in trees for o in build_channel(tree, options, log))
     print(summary_table(outcomes))
     built = sum(o.status == "built" for o in outcomes)
     print(f"{built} built, {len(outcomes) - built} up to date; channel {channel} is indexed")
@@ -86,11 +85,21 @@ def configure_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "examples:\n"
             "  pascal-forge build                                  # all recipes into ./channel\n"
             "  pascal-forge build --only triton-pascal --variant python=3.12\n"
+            "  pascal-forge build --stack vllm-0.8.5 --stack vllm-0.26.0   # two stacks, one channel\n"
+            "  pascal-forge build --all-stacks\n"
             "  pascal-forge build -c https://mirror.example/conda-forge --channel-dir /srv/pascal"
         ),
     )
     parser.add_argument("--spec", type=Path, metavar="FILE", help="TOML spec merged over the built-in one")
-    parser.add_argument("--stack", metavar="NAME", help="stack to build (default: the spec's default_stack)")
+    parser.add_argument(
+        "--stack",
+        action="append",
+        metavar="NAME",
+        help="stack to build (repeatable: several stacks share the channel; default: the spec's default_stack)",
+    )
+    parser.add_argument(
+        "--all-stacks", action="store_true", help="build every non-draft stack into the channel"
+    )
     parser.add_argument(
         "--recipes", type=Path, metavar="DIR", help="build this generated tree instead of the spec"
     )

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 
 from pascal_forge.build.channel import ChannelPackage, channel_url, index_channel, read_packages
 from pascal_forge.build.engine import TARGET_PLATFORM, discover_recipes, engine_render
+from pascal_forge.build.stacks import render_stacks, select_stacks, solve_roots
 from pascal_forge.console import log
 from pascal_forge.errors import StockResolvableError, UnsatisfiableError
-from pascal_forge.recipes.render import BUILD_TOKEN, render_tree
-from pascal_forge.recipes.tree import write_tree
+from pascal_forge.recipes.render import BUILD_TOKEN
 from pascal_forge.stack.spec import load_spec
 
 if TYPE_CHECKING:
@@ -250,35 +250,30 @@ def resolve_check(
     """Solve vllm-pascal in every priority x order x Python the local channel serves."""
     local_url = channel_url(local)
     packages = read_packages(local)
-    pythons = sorted(
-        {
-            d.split()[1].lstrip(">=").split(",")[0]
-            for p in packages
-            if p.name == "vllm-pascal"
-            for d in p.depends
-            if d.startswith("python >=")
-        }
+    roots = solve_roots(
+        packages, tuple(f"{n} * *{BUILD_TOKEN}*" for n in GUARDED if n in {p.name for p in packages})
     )
-    if not pythons:
+    if not roots:
         raise UnsatisfiableError(f"{local} holds no vllm-pascal package", "build it first, or use --planned")
     upstream_urls = [channel_url(c) for c in upstream]
-    held = {p.name for p in packages}
-    roots = ["vllm-pascal", *(f"{name} * *{BUILD_TOKEN}*" for name in GUARDED if name in held)]
     results = [pin_check(p) for p in packages]
     with tempfile.TemporaryDirectory(prefix="pf-solve-") as cache:
-        for root, python, priority, local_first in itertools.product(
-            roots, pythons, PRIORITIES, (True, False)
-        ):
-            case = SolveCase(root, priority, local_first, python)
-            order = [local_url, *upstream_urls] if local_first else [*upstream_urls, local_url]
-            specs = [root, f"python {python}.*"]
-            try:
-                records = solve(order, specs, priority, virtual, Path(cache))
-            except UnsatisfiableError as exc:
-                results.append(SolveResult(case, "unsatisfiable", exc.message.splitlines()[0], ()))
-                continue
-            results.append(check_solution(case, records, local_url))
+        for root, root_pythons in roots:
+            for python, priority, local_first in itertools.product(root_pythons, PRIORITIES, (True, False)):
+                case = SolveCase(root, priority, local_first, python)
+                results.append(_solve_case(case, local_url, upstream_urls, virtual, Path(cache)))
     return tuple(r for r in results if r is not None)
+
+
+def _solve_case(
+    case: SolveCase, local_url: str, upstream_urls: list[str], virtual: tuple[str, ...], cache: Path
+) -> SolveResult:
+    order = [local_url, *upstream_urls] if case.local_first else [*upstream_urls, local_url]
+    try:
+        records = solve(order, [case.root, f"python {case.python}.*"], case.priority, virtual, cache)
+    except UnsatisfiableError as exc:
+        return SolveResult(case, "unsatisfiable", exc.message.splitlines()[0], ())
+    return check_solution(case, records, local_url)
 
 
 def pin_check(pkg: ChannelPackage) -> SolveResult | None:
@@ -340,14 +335,16 @@ def run(args: argparse.Namespace) -> int:
     upstream = tuple(args.channels or ["conda-forge"])
     with tempfile.TemporaryDirectory(prefix="pf-resolve-") as tmp:
         if args.planned:
-            recipes = args.recipes
-            if recipes is None:
+            trees = [args.recipes] if args.recipes else []
+            if not trees:
                 spec = load_spec(args.spec)
-                recipes = Path(tmp) / "recipes"
-                write_tree(render_tree(spec, spec.stack(args.stack).name), recipes)
-            local = planned_channel(recipes, Path(tmp) / "planned")
+                trees = render_stacks(
+                    spec, select_stacks(spec, args.stack, args.all_stacks), Path(tmp) / "recipes"
+                )
+            for tree in trees:  # several stacks: one channel, each stack's records in it
+                local = planned_channel(tree, Path(tmp) / "planned")
             log(
-                f"planned channel from {recipes if args.recipes else 'the spec'}: "
+                f"planned channel from {args.recipes or ', '.join(t.name for t in trees)}: "
                 f"{len(read_packages(local))} package records"
             )
         else:
@@ -368,7 +365,8 @@ def configure_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         epilog=(
             "examples:\n"
             "  pascal-forge resolve-check --channel-dir channel -c conda-forge\n"
-            "  pascal-forge resolve-check --planned -c https://my.mirror/conda-forge   # before building"
+            "  pascal-forge resolve-check --planned -c https://my.mirror/conda-forge   # before building\n"
+            "  pascal-forge resolve-check --planned --stack vllm-0.8.5 --stack vllm-0.26.0"
         ),
     )
     where = parser.add_mutually_exclusive_group()
@@ -391,6 +389,10 @@ def configure_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--spec", type=Path, metavar="FILE", help="with --planned: TOML spec over the built-in one"
     )
     parser.add_argument(
-        "--stack", metavar="NAME", help="with --planned: stack to render (default: the spec's)"
+        "--stack",
+        action="append",
+        metavar="NAME",
+        help="with --planned: stack to render (repeatable, one channel; default: the spec's)",
     )
+    parser.add_argument("--all-stacks", action="store_true", help="with --planned: every non-draft stack")
     parser.set_defaults(func=run)
