@@ -13,7 +13,8 @@ from pathlib import Path
 from pascal_forge import __version__
 from pascal_forge.errors import PascalForgeError, SpecError, StaleRecipesError
 from pascal_forge.options import RECIPES_ROOT, selected_stack, spec_option
-from pascal_forge.recipes.render import render_patch_docs, render_tree
+from pascal_forge.recipes.docs import render_patch_docs
+from pascal_forge.recipes.render import render_tree
 from pascal_forge.recipes.tree import check_tree, write_tree
 from pascal_forge.stack.model import Spec
 from pascal_forge.stack.spec import load_spec

@@ -389,14 +389,3 @@ def source_lines(src: Source, plan: RecipePlan, *, v0: bool = False) -> list[str
 # --------------------------------------------------------------------------------------------
 # Writing: build the whole tree beside the target, then swap, so a failure never leaves a
 # half-written recipes/ behind.
-
-
-def render_patch_docs(spec: Spec) -> RenderedFile:
-    """docs/patches.md from the patch library's metadata."""
-    groups = [
-        ("vllm", "vLLM", "vllm-pascal"),
-        ("torch", "PyTorch", "pytorch-pascal"),
-        ("triton", "Triton", "triton-pascal"),
-    ]
-    text = environment().get_template("patches.md.j2").render(groups=groups, patches=spec.patches)
-    return RenderedFile("patches.md", text.encode("utf-8"))
