@@ -134,3 +134,25 @@ def test_malformed_series_is_a_patch_library_error(tmp_path: Path, text: bytes, 
         load_spec(spec)
     assert culprit in info.value.message
     assert str(series) in info.value.message
+
+
+def test_concurrent_unpacks_of_one_tree_do_not_collide(tmp_path: Path) -> None:
+    """Regression: two runs sharing the cache crashed with 'Directory not empty' on the final rename."""
+    import io
+    import tarfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pascal_forge.stack.sources import unpack
+
+    archive = tmp_path / "pkg-1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for i in range(200):
+            data = f"file {i}\n".encode()
+            info = tarfile.TarInfo(f"pkg-1.0/d{i % 7}/f{i}.txt")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    dest = tmp_path / "trees" / "pkg"
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: unpack(archive, dest), range(12)))
+    assert results == [dest] * 12
+    assert sorted(p.name for p in dest.rglob("*.txt")) == sorted(f"f{i}.txt" for i in range(200))

@@ -7,6 +7,7 @@ re-verified on every use: a corrupted cache is reported, never used.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import lzma
@@ -168,20 +169,24 @@ def unpack(archive: Path, dest: Path, members: tuple[str, ...] = ()) -> Path:
     For wheels only ``members`` are extracted (a torch wheel is ~800 MB; patches touch two files);
     for .conda packages ``dest`` becomes the package's site-packages folder.
     """
-    if dest.exists():
-        shutil.rmtree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
-    try:
-        _unpack_into(archive, staging, dest, members)
-    except (*_BAD_ARCHIVE, OSError) as exc:  # OSError: a member name too long, a file where a folder goes
-        shutil.rmtree(dest, ignore_errors=True)
-        raise ArchiveError(
-            f"cannot unpack {archive.name}: {type(exc).__name__}: {_short(exc)}",
-            "the file is damaged or not what the pin names: delete it from the cache and fetch it again",
-        ) from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # Two runs sharing a cache (CI jobs, a survey beside a test run) unpack into the same folder:
+    # one at a time, or one's rmtree meets the other's rename ("Directory not empty").
+    with (dest.parent / f".{dest.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
+        try:
+            _unpack_into(archive, staging, dest, members)
+        except (*_BAD_ARCHIVE, OSError) as exc:  # OSError: a member name too long, a file where a folder goes
+            shutil.rmtree(dest, ignore_errors=True)
+            raise ArchiveError(
+                f"cannot unpack {archive.name}: {type(exc).__name__}: {_short(exc)}",
+                "the file is damaged or not what the pin names: delete it from the cache and fetch it again",
+            ) from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 
