@@ -172,7 +172,9 @@ def unpack(archive: Path, dest: Path, members: tuple[str, ...] = ()) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Two runs sharing a cache (CI jobs, a survey beside a test run) unpack into the same folder:
     # one at a time, or one's rmtree meets the other's rename ("Directory not empty").
-    with (dest.parent / f".{dest.name}.lock").open("w") as lock:
+    # The lock lives outside the cache so nothing is left beside the tree.
+    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:16]
+    with (Path(tempfile.gettempdir()) / f"pascal-forge-unpack-{key}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if dest.exists():
             shutil.rmtree(dest)
