@@ -234,7 +234,10 @@ run = ["python", "pytorch ==2.6.0 *pascal*"]
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    # `update --write` without --out writes recipes/<stack> into the working directory: keep that
+    # in tmp_path (a run from the checkout once committed a synthetic recipes/vllm-0.9.0).
+    monkeypatch.chdir(tmp_path)
     repo = tmp_path / "triton"
     repo.mkdir()
     git(repo, "init", "-q")
@@ -581,6 +584,7 @@ def test_overlay_from_a_conda_channel(world: World, capsys: pytest.CaptureFixtur
     assert "pytorch-2.7.0-cuda126_mkl_py312_h1234567_300.conda" in out
     assert "conda-forge not reachable" not in out
     stack = load_spec(world.spec).stack("vllm-0.9.0")
+    assert (world.tmp / "recipes" / "vllm-0.9.0" / "vllm-pascal" / "recipe.yaml").is_file()
     # No library patch covered the new versions: --write added the carried series to the library.
     series = (world.tmp / "patchlib" / "vllm" / "series.toml").read_text()
     assert "# BEGIN carried vllm 0.9.0" in series and 'versions = "==0.9.0"' in series
