@@ -46,8 +46,18 @@ def test_two_stacks_one_planned_channel(tmp_path: Path, standin_upstream: Path) 
     assert t36 and all(r.status == "ok" for r in t36 if r.case.local_first), by_root
     assert all("3.6.0" in p.version for r in t36 for p in r.picked if p.name == "triton")
     assert not [r for r in results if r.status in ("stock", "elsewhere", "loose-pin")]
-    # Known gap (docs/stack3.md): the stand-in has no cuda-cudart-dev 12.9 record (triton-pascal's run
-    # dependency) and no record of vLLM 0.26.0's new Python dependencies, so those solves are
-    # unsatisfiable, loudly - never a stock build.
+    # vllm-pascal 0.26.0 solves Pascal-only for each Python it serves: with the Pascal pytorch and
+    # triton of this channel, CUDA 12.9's cuda-cudart-dev (triton's run dependency for cuda.h) from
+    # real records, and none of the sm_80+-only packages the requirements patch leaves out.
     new = [r for r in results if r.case.root == "vllm-pascal ==0.26.0" and r.case.local_first]
-    assert new and all(r.status == "unsatisfiable" for r in new)
+    assert new and all(r.status == "ok" for r in new), by_root
+    for r in new:
+        picked = {p.name: p for p in r.picked}
+        assert picked["vllm-pascal"].version == "0.26.0"
+        assert picked["pytorch"].version == "2.11.0" and "pascal" in picked["pytorch"].build
+        assert picked["triton"].version == "3.6.0" and "pascal" in picked["triton"].build
+        assert picked["cuda-cudart-dev"].version.startswith("12.9.")
+        assert picked["cuda-version"].version == "12.9"
+        assert not {"flashinfer-python", "tilelang", "nvidia-cutlass-dsl", "humming-kernels"} & set(picked)
+    t211 = [r for r in results if r.case.root.startswith("pytorch") and r.case.python in ("3.11", "3.14")]
+    assert t211 and all(r.status == "ok" for r in t211 if r.case.local_first), by_root

@@ -67,6 +67,8 @@ def test_each_upstream_of_the_third_stack_has_its_own_series() -> None:
             "moe-wna16-half-atomicadd",
             "flash-attn-skip-kernels-without-sm80",
             "unified-attention-pascal-tiles",
+            "requirements-leave-out-sm80-only-packages",
+            "sampler-without-flashinfer",
         ],
         "torch": ["inductor-gate-utils-triton", "inductor-gate-scheduler", "inductor-gate-is-triton-capable"],
         "triton": ["no-l1-eviction-hints-before-sm70"],

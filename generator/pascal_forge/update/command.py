@@ -44,7 +44,8 @@ def run_derive(args: Any) -> int:
     stack = load_spec().stack(args.stack)
     vllm = stack.patched_source("vllm-pascal")
     tree = obtain(vllm, args.cache_dir or default_cache_dir()).tree
-    block = derived_block(stack.vllm, stack.torch, stack.triton, stack.python, tree)
+    series = load_spec().patches_for("vllm", stack.vllm)
+    block = derived_block(stack.vllm, stack.torch, stack.triton, stack.python, tree, series)
     if not args.write:
         print(block)
         return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from pascal_forge.stack.model import Dependency, RecipeRequirements, Source, Stack
+from pascal_forge.stack.model import Dependency, PatchEntry, RecipeRequirements, Source, Stack
 from pascal_forge.update.plan import (
     Planner,
 )
@@ -130,8 +130,15 @@ def _repin(deps: tuple[Dependency, ...], torch: str, triton: str) -> tuple[Depen
 
 
 def stack_requirements(
-    base: Stack, torch: str, triton: str, tree: Path, overlay: RecipeRequirements | None
+    base: Stack,
+    torch: str,
+    triton: str,
+    tree: Path,
+    overlay: RecipeRequirements | None,
+    series: tuple[PatchEntry, ...] = (),
 ) -> dict[str, RecipeRequirements]:
+    """The new stack's requirements: the base's repinned, the overlay's, and vllm-pascal's run
+    derived from ``tree`` with the library's requirements patches for that version (``series``)."""
     out = {}
     for recipe, reqs in base.requirements.items():
         out[recipe] = RecipeRequirements(
@@ -147,7 +154,7 @@ def stack_requirements(
             run=_repin(overlay.run, torch, triton),
             run_constraints=overlay.run_constraints,
         )
-    run, _ = derived_run(torch, triton, base.python, tree)
+    run, _ = derived_run(torch, triton, base.python, tree, series)
     vllm = out.get("vllm-pascal", RecipeRequirements())
     out["vllm-pascal"] = replace(vllm, run=run)
     return out

@@ -65,7 +65,9 @@ def plan_update(spec: Spec, opts: UpdateOptions, log: Log) -> UpdatePlan:
     overlay, overlay_reqs = overlay_sources(p, base, torch, triton)
     sources["pytorch-pascal"] = [*overlay, *torch_check_copy(p, base, torch, torch_wheel)]
 
-    requirements = stack_requirements(base, torch, triton, tree, overlay_reqs)
+    requirements = stack_requirements(
+        base, torch, triton, tree, overlay_reqs, spec.patches_for("vllm", version)
+    )
     changed = tuple(r for r in sorted(requirements) if requirements[r] != base.requirements.get(r))
     stack = Stack(
         name=name,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,10 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from pascal_forge.errors import SourceError, SpecError
+from pascal_forge.errors import PatchFailedError, SourceError, SpecError
 from pascal_forge.recipes.render import toml_dep
-from pascal_forge.stack.model import Dependency
+from pascal_forge.stack.model import Dependency, PatchEntry
+from pascal_forge.stack.patches import apply_series
 from pascal_forge.update.upstream import LINUX_X86_64
 
 
@@ -147,12 +150,31 @@ def _triton_note(triton: str) -> str:
     return "the Pascal triton build; stock triton emits ld/st .L1::evict_* that ptxas rejects below sm_70"
 
 
+def patched_requirement_lines(tree: Path, series: tuple[PatchEntry, ...]) -> list[str]:
+    """cuda.txt's lines after the series' patches of ``requirements/`` (the files setup.py turns
+    into install_requires), applied to a copy; a patch that does not apply is an error."""
+    mine = tuple(e for e in series if e.targets and all(t.startswith("requirements/") for t in e.targets))
+    if not mine:
+        return read_requirement_files(tree, ("cuda.txt",))
+    with tempfile.TemporaryDirectory(prefix="pascal-forge-reqs-") as tmp:
+        copy = Path(tmp)
+        shutil.copytree(tree / "requirements", copy / "requirements")
+        failed = [r for r in apply_series(copy, mine) if not r.ok]
+        if failed:
+            raise PatchFailedError(
+                f"{failed[0].patch.file} does not apply to {tree / 'requirements'}: {failed[0].summary}",
+                f"rebase patch {failed[0].patch.id!r} onto this vLLM version (pascal-forge update reports it)",
+            )
+        return read_requirement_files(copy, ("cuda.txt",))
+
+
 def derived_run(
-    torch: str, triton: str, pythons: tuple[str, ...], tree: Path
+    torch: str, triton: str, pythons: tuple[str, ...], tree: Path, series: tuple[PatchEntry, ...] = ()
 ) -> tuple[tuple[Dependency, ...], str]:
-    """vllm-pascal's run requirements from the vLLM tree, and the grayskull version that mapped them."""
+    """vllm-pascal's run requirements from the vLLM tree (with the series' requirements patches),
+    and the grayskull version that mapped them."""
     mapping, gs_version = grayskull_mapping()
-    lines = read_requirement_files(tree, ("cuda.txt",))
+    lines = patched_requirement_lines(tree, series)
     mapped = map_requirements(lines, pythons, mapping, {"torch": f"pytorch =={torch} *pascal*"})
     deps = [
         Dependency("python"),
@@ -171,9 +193,16 @@ def derived_run(
     return tuple(deps), gs_version
 
 
-def derived_block(stack_vllm: str, torch: str, triton: str, pythons: tuple[str, ...], tree: Path) -> str:
+def derived_block(
+    stack_vllm: str,
+    torch: str,
+    triton: str,
+    pythons: tuple[str, ...],
+    tree: Path,
+    series: tuple[PatchEntry, ...] = (),
+) -> str:
     """The spec text between the markers (markers included) for vllm-pascal's run requirements."""
-    deps, gs_version = derived_run(torch, triton, pythons, tree)
+    deps, gs_version = derived_run(torch, triton, pythons, tree, series)
     out = [
         f"{BEGIN_MARK}: vLLM {stack_vllm} requirements/cuda.txt (+ common.txt) mapped with grayskull {gs_version}'s",
         "# PyPI->conda table for linux-64; regenerate with `pascal-forge derive-requirements --write`.",
