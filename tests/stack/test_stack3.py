@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -305,3 +306,162 @@ def test_external_projects_skip_their_kernels_for_pascal_only_archs(tmp_path: Pa
 
     log, _ = _configure(cmake, pristine, tmp_path / "pristine-pascal", "6.0;6.1")
     assert "stand-in fork: CMakeLists.txt added" in log  # what the patch avoids
+
+
+#: What patch requirements-leave-out-sm80-only-packages drops: PyPI name -> the import name vLLM uses.
+LEFT_OUT = {
+    "PyNvVideoCodec": "PyNvVideoCodec",
+    "apache-tvm-ffi": "tvm_ffi",
+    "fastsafetensors": "fastsafetensors",
+    "flashinfer-cubin": "flashinfer_cubin",
+    "flashinfer-python": "flashinfer",
+    "humming-kernels": "humming",
+    "nvidia-cudnn-frontend": "cudnn",
+    "nvidia-cutlass-dsl": "cutlass",
+    "quack-kernels": "quack",
+    "tilelang": "tilelang",
+    "tokenspeed-mla": "tokenspeed_mla",
+}
+
+#: The only modules of vLLM 0.26.0 that import a left-out package at import time: its own sm_80+
+#: kernels (CuTe DSL, FlashInfer backends) and two models' NVIDIA op packages.
+KERNEL_MODULES = {
+    "vllm.cute_utils",
+    "vllm.cute_utils._tcgen05",
+    "vllm.cute_utils.cvt",
+    "vllm.distributed.device_communicators.mnnvl_compat",
+    "vllm.model_executor.kernels.attention.dsa.dcp_indexer_cutedsl",
+    "vllm.model_executor.kernels.linear.cute_dsl._ll_bf16_dotprod",
+    "vllm.model_executor.kernels.linear.cute_dsl._ll_bf16_splitk",
+    "vllm.model_executor.layers.fused_moe.router.bf16x3_router_gemm_cutedsl",
+    "vllm.model_executor.layers.mamba.ops.gdn_chunk_cutedsl",
+    "vllm.model_executor.layers.mamba.ops.gdn_chunk_cutedsl.kernel_h",
+    "vllm.model_executor.layers.mamba.ops.gdn_chunk_cutedsl.kernel_kkt_inv_uw",
+    "vllm.model_executor.layers.mamba.ops.gdn_chunk_cutedsl.kernel_o",
+    "vllm.models.deepseek_v4.nvidia.ops.dequant_gather_k_cutedsl",
+    "vllm.models.deepseek_v4.nvidia.ops.fused_indexer_q_cutedsl",
+    "vllm.models.deepseek_v4.nvidia.ops.sparse_attn_compress_cutedsl",
+    "vllm.models.minimax_m3.nvidia.indexer_msa",
+    "vllm.models.minimax_m3.nvidia.ops",
+    "vllm.models.minimax_m3.nvidia.ops.index_decode_score",
+    "vllm.v1.attention.backends.flashinfer",
+    "vllm.v1.attention.backends.mla.flashinfer_mla",
+}
+
+#: What a Pascal user's engine imports: entry points, engine core, GPU worker and runner, the attention
+#: backend cc 6.x gets, the sampler, the model registry and common model families.
+PASCAL_PATH = (
+    "vllm",
+    "vllm.entrypoints.llm",
+    "vllm.entrypoints.openai.api_server",
+    "vllm.v1.engine.core",
+    "vllm.v1.worker.gpu_worker",
+    "vllm.v1.worker.gpu_model_runner",
+    "vllm.v1.attention.backends.triton_attn",
+    "vllm.v1.sample.sampler",
+    "vllm.v1.sample.ops.topk_topp_sampler",
+    "vllm.model_executor.models.registry",
+    "vllm.model_executor.models.llama",
+    "vllm.model_executor.models.qwen3",
+    "vllm.model_executor.models.qwen3_moe",
+    "vllm.model_executor.models.gemma3",
+    "vllm.model_executor.models.mistral",
+    "vllm.model_executor.models.qwen2_5_vl",
+    "vllm.model_executor.layers.fused_moe",
+    "vllm.model_executor.model_loader",
+    "vllm.multimodal.video",
+)
+
+
+@pytest.mark.integration
+def test_left_out_requirements_are_imported_only_by_their_own_kernels(tmp_path: Path) -> None:
+    from packaging.requirements import Requirement
+
+    from pascal_forge.update.requirements import read_requirement_files
+    from pascal_forge.verify.lazy_imports import build_graph, importers, reaches
+
+    pristine, patched = _vllm_trees(tmp_path)
+
+    def names(tree: Path) -> set[str]:
+        return {Requirement(x).name for x in read_requirement_files(tree, ("cuda.txt",))}
+
+    assert names(pristine) - names(patched) == set(LEFT_OUT)  # exactly what the patch says it drops
+    graph = build_graph(patched, "vllm")
+    assert len(graph.modules) > 2000
+    failing = importers(graph, LEFT_OUT.values())
+    assert set(failing) == KERNEL_MODULES, sorted(set(failing) ^ KERNEL_MODULES)
+    for module in PASCAL_PATH:
+        assert reaches(graph, module, LEFT_OUT.values()) is None, reaches(graph, module, LEFT_OUT.values())
+    # the derived run requirements (the spec's block) name none of them
+    run = {d.spec.split()[0] for d in load_spec().stack(STACK).requirements["vllm-pascal"].run}
+    assert not run & {n.lower() for n in LEFT_OUT}
+    assert {"pytorch", "triton", "numba", "xgrammar", "nvtx"} <= run
+
+
+def _sampler_supported(tree: Path, capability: tuple[int, int], flashinfer: bool, env_set: bool) -> Any:
+    """Run vLLM's own flashinfer_sampler_supported(), cut out of ``tree``, against stand-ins: a CUDA
+    platform of ``capability``, envs with VLLM_USE_FLASHINFER_SAMPLER on (explicitly when
+    ``env_set``), and a FlashInfer backend module that exists only when ``flashinfer``."""
+    import ast
+    import types
+
+    path = tree / "vllm" / "v1" / "sample" / "ops" / "topk_topp_sampler.py"
+    module = ast.parse(path.read_text())
+    (func,) = [
+        n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "flashinfer_sampler_supported"
+    ]
+    code = compile(ast.Module(body=[func], type_ignores=[]), str(path), "exec")
+
+    class Capability(tuple):  # type: ignore[type-arg]
+        __slots__ = ()
+
+        def as_version_str(self) -> str:
+            return f"{self[0]}.{self[1]}"
+
+    platform = types.SimpleNamespace(
+        is_cuda=lambda: True, get_device_capability=lambda: Capability(capability)
+    )
+
+    def is_set(_name: str) -> bool:
+        return env_set
+
+    def log(*_args: object, **_kwargs: object) -> None:
+        return None
+
+    envs = types.SimpleNamespace(VLLM_USE_FLASHINFER_SAMPLER=True, is_set=is_set)
+    logger = types.SimpleNamespace(info_once=log, warning_once=log)
+    saved = {k: v for k, v in sys.modules.items() if k.startswith("vllm")}
+    for name in ("vllm", "vllm.v1", "vllm.v1.attention", "vllm.v1.attention.backends"):
+        sys.modules[name] = types.ModuleType(name)
+    backend = "vllm.v1.attention.backends.flashinfer"
+    if flashinfer:
+        mod = types.ModuleType(backend)
+        mod.FlashInferBackend = types.SimpleNamespace(  # type: ignore[attr-defined]
+            supports_compute_capability=lambda cap: (8, 0) <= tuple(cap) < (12, 2)
+        )
+        sys.modules[backend] = mod
+    else:
+        sys.modules[backend] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        scope: dict[str, Any] = {"current_platform": platform, "envs": envs, "logger": logger}
+        exec(code, scope)  # noqa: S102 - vLLM's own function, cut out of the sdist
+        return scope["flashinfer_sampler_supported"]()
+    finally:
+        for name in [k for k in sys.modules if k.startswith("vllm")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+@pytest.mark.integration
+def test_sampler_falls_back_without_flashinfer(tmp_path: Path) -> None:
+    pristine, patched = _vllm_trees(tmp_path)
+    pascal = (6, 1)
+    with pytest.raises(ImportError):  # upstream assumes requirements/cuda.txt installed FlashInfer
+        _sampler_supported(pristine, pascal, flashinfer=False, env_set=False)
+    assert _sampler_supported(patched, pascal, flashinfer=False, env_set=False) is False
+    with pytest.raises(RuntimeError, match="FlashInfer is not installed"):
+        _sampler_supported(patched, pascal, flashinfer=False, env_set=True)
+    # with FlashInfer present nothing changes: Pascal is refused, Ampere+ uses it
+    for tree in (pristine, patched):
+        assert _sampler_supported(tree, pascal, flashinfer=True, env_set=False) is False
+        assert _sampler_supported(tree, (8, 6), flashinfer=True, env_set=False) is True
