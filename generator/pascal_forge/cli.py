@@ -51,9 +51,25 @@ def _stacks_to_generate(spec: Spec, args: argparse.Namespace) -> list[str]:
     return [selected_stack(spec, args)]
 
 
+def _check_no_stray_trees(names: list[str]) -> None:
+    """A bare `generate --check` also fails for a recipes/ folder that no stack of the spec renders
+    (a removed or renamed stack, a test run's leftovers): users would build it as if it were current."""
+    if not RECIPES_ROOT.is_dir():
+        return
+    stray = sorted(p.name for p in RECIPES_ROOT.iterdir() if p.is_dir() and p.name not in names)
+    if stray:
+        listing = "\n  ".join(f"- {RECIPES_ROOT / n}/ (no stack of the spec renders it)" for n in stray)
+        raise StaleRecipesError(
+            f"{RECIPES_ROOT} holds trees of no stack:\n  {listing}",
+            "git rm -r the folder, or add the stack to the spec (pascal-forge update --write)",
+        )
+
+
 def run_generate(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    for name in _stacks_to_generate(spec, args):
+    names = _stacks_to_generate(spec, args)
+    every = len(names) > 1 or args.all_stacks or (args.check and not (args.out or args.stack or args.vllm))
+    for name in names:
         start = time.perf_counter()
         stack = spec.stack(name)
         if args.format == "nix":
@@ -76,6 +92,8 @@ def run_generate(args: argparse.Namespace) -> int:
             f"(vllm {stack.vllm}, torch {stack.torch}, triton {stack.triton}, CUDA {stack.cuda}) "
             f"in {time.perf_counter() - start:.2f}s"
         )
+    if args.check and every and args.format == "conda":
+        _check_no_stray_trees(names)
     return 0
 
 

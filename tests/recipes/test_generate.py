@@ -101,6 +101,22 @@ def test_bare_check_covers_every_stack_tree(monkeypatch: pytest.MonkeyPatch, tmp
     assert main(["generate", "--check", "--stack", names[0]]) == 0  # the unedited one alone passes
 
 
+def test_bare_check_fails_for_a_tree_of_no_stack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--all-stacks"]) == 0
+    assert main(["generate", "--check"]) == 0
+    stray = tmp_path / "recipes" / "vllm-0.9.0" / "vllm-pascal"
+    stray.mkdir(parents=True)
+    (stray / "recipe.yaml").write_text("package: {name: vllm-pascal, version: 0.9.0}\n")
+    capsys.readouterr()
+    assert main(["generate", "--check"]) == 7
+    err = capsys.readouterr().err
+    assert "recipes/vllm-0.9.0/ (no stack of the spec renders it)" in err and "git rm -r" in err
+    assert main(["generate", "--check", "--stack", "vllm-0.8.5"]) == 0  # one selected tree: not its business
+
+
 def test_generate_writes_the_selected_stack_into_its_own_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
