@@ -56,7 +56,7 @@ def copy_pristine(dst: Path) -> Path:
 
 
 def series() -> list[dict[str, Any]]:
-    """The torch 2.6.0 entries (the library also holds the 2.8.0 series: test_torch_gates_280.py)."""
+    """The torch 2.6.0 entries (the library also holds the 2.8.0 series: test_torch_gates_28_211.py)."""
     with SERIES.open("rb") as fh:
         entries: list[dict[str, Any]] = tomllib.load(fh)["patch"]
     return [e for e in entries if e["versions"] == "==2.6.0"]

@@ -1,8 +1,9 @@
-"""Behaviour of the torch 2.8.0 Inductor capability gates (three of them), before and after our patches.
+"""Behaviour of the torch 2.8.0 and 2.11.0 Inductor capability gates (three of them), before and after
+our patches (stacks vllm-0.11.0 and vllm-0.26.0; every test runs once per version).
 
 Like tests/verify/test_torch_gates.py for 2.6.0: the pristine files come from the spec's sha256-pinned
-check-only source (the PyPI torch 2.8.0 wheel, each file checked against the wheel's RECORD); the
-2.8.0 series is applied with ``patch -p1 -F0``; the code that runs is cut out of those files with
+check-only source (the PyPI torch wheel, each file checked against the wheel's RECORD); that
+version's series is applied with ``patch -p1 -F0``; the code that runs is cut out of those files with
 ``ast`` and executed unmodified: ``has_triton``, ``Scheduler.create_backend``,
 ``GPUTooOldForTriton`` / ``TritonMissing`` and ``CudaInterface.is_triton_capable`` /
 ``raise_if_triton_unavailable``. Stubbed (torch is a CUDA wheel and is not installed here): the
@@ -10,7 +11,9 @@ device (a stand-in reporting a capability), ``ShortenTraceback`` (a RuntimeError
 ``first_useful_frame``, as in torch/_dynamo/exc.py), ``has_triton_package``, and the scheduler's
 ``V``/``get_scheduling_for_device``/``is_gpu``.
 
-The rendered package test (recipes/vllm-0.11.0/pytorch-pascal/pascal_check.py) was also run against
+2.11.0's has_triton() also imports torch._inductor.config.triton_disable_device_detection (stubbed
+False, its default) and asks for an MTIA interface (stubbed unavailable); 2.8.0 asks for neither.
+The rendered package tests (recipes/vllm-0.11.0/pytorch-pascal/pascal_check.py) were also run against
 a real pip-installed torch 2.8.0 (docs/stack2.md); test_stack2.py repeats that where one is given.
 """
 
@@ -32,7 +35,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-VERSION = "2.8.0"
+VERSIONS = ("2.8.0", "2.11.0")
 TRITON_PY = "torch/utils/_triton.py"
 SCHEDULER_PY = "torch/_inductor/scheduler.py"
 EXC_PY = "torch/_inductor/exc.py"
@@ -40,14 +43,14 @@ DEVIF_PY = "torch/_dynamo/device_interface.py"
 FILES = (TRITON_PY, SCHEDULER_PY, EXC_PY, DEVIF_PY)
 
 
-def _wheel_tree() -> tuple[Path, dict[str, str]]:
+def _wheel_tree(version: str) -> tuple[Path, dict[str, str]]:
     """The pristine files (site-packages layout) and their sha256 from the wheel's RECORD."""
     from pascal_forge.stack.sources import default_cache_dir, obtain
     from pascal_forge.stack.spec import load_spec
 
-    stack = load_spec().stack_for("torch", VERSION)
+    stack = load_spec().stack_for("torch", version)
     (wheel,) = [s for s in stack.check_sources_for("pytorch-pascal") if s.check_only]
-    record = f"torch-{VERSION}.dist-info/RECORD"
+    record = f"torch-{version}.dist-info/RECORD"
     tree = obtain(wheel, default_cache_dir(), members=(*FILES, record)).tree
     hashes = {}
     for line in (tree / record).read_text().splitlines():
@@ -58,13 +61,14 @@ def _wheel_tree() -> tuple[Path, dict[str, str]]:
     return tree, hashes
 
 
-@pytest.fixture(scope="module")
-def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+@pytest.fixture(scope="module", params=VERSIONS)
+def trees(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if shutil.which("patch") is None:
         pytest.skip("GNU patch is not installed")
     from pascal_forge.stack.spec import load_spec
 
-    src, hashes = _wheel_tree()
+    version: str = request.param
+    src, hashes = _wheel_tree(version)
     assert sorted(hashes) == sorted(FILES)
     out = {}
     for name in ("pristine", "patched"):
@@ -75,7 +79,7 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             (dst / rel).write_bytes(data)
         out[name] = dst
-    for patch in load_spec().patches_for("torch", VERSION):
+    for patch in load_spec().patches_for("torch", version):
         res = subprocess.run(
             ["patch", "-p1", "-F0", "--batch", "--no-backup-if-mismatch", "-i", str(patch.path)],
             cwd=out["patched"],
@@ -130,6 +134,7 @@ def _fake_torch(cc: tuple[int, int]) -> types.SimpleNamespace:
         ),
         "xpu": types.SimpleNamespace(is_available=lambda: False),
         "cpu": types.SimpleNamespace(is_available=lambda: False),
+        "mtia": types.SimpleNamespace(is_available=lambda: False),  # 2.11.0 also asks for MTIA
     }
     return types.SimpleNamespace(
         cuda=types.SimpleNamespace(get_device_properties=lambda _d=None: Props(cc)),
@@ -149,6 +154,10 @@ class Gates:
         devif_mod = types.ModuleType("torch._dynamo.device_interface")
         devif_mod.get_interface_for_device = lambda device: torch.interfaces[device]  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, "torch._dynamo.device_interface", devif_mod)
+        # 2.11.0's has_triton() also reads this flag (False unless a user opts out of device detection)
+        config_mod = types.ModuleType("torch._inductor.config")
+        config_mod.triton_disable_device_detection = False  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "torch._inductor.config", config_mod)
 
         exc = _exec(
             tree / EXC_PY,
