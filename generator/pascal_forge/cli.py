@@ -39,11 +39,17 @@ def default_out(fmt: str, stack: str) -> Path:
     return NIX_OUT if fmt == "nix" else RECIPES_ROOT / stack
 
 
-def _stacks_to_generate(spec: Spec, args: argparse.Namespace) -> list[str]:
-    """--all-stacks, or a bare `--check` of the conda trees: every complete stack; else the selected one."""
-    every = args.all_stacks or (
-        args.check and args.format == "conda" and not (args.out or args.stack or args.vllm)
+def _every_stack(args: argparse.Namespace) -> bool:
+    """--all-stacks, or a bare `--check` of the conda trees."""
+    return bool(
+        args.all_stacks
+        or (args.check and args.format == "conda" and not (args.out or args.stack or args.vllm))
     )
+
+
+def _stacks_to_generate(spec: Spec, args: argparse.Namespace) -> list[str]:
+    """Every complete stack (see _every_stack); else the selected one."""
+    every = _every_stack(args)
     if every and args.out:
         raise SpecError("--all-stacks writes one folder per stack under ./recipes", "drop --out")
     if every:
@@ -68,7 +74,6 @@ def _check_no_stray_trees(names: list[str]) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     names = _stacks_to_generate(spec, args)
-    every = len(names) > 1 or args.all_stacks or (args.check and not (args.out or args.stack or args.vllm))
     for name in names:
         start = time.perf_counter()
         stack = spec.stack(name)
@@ -92,7 +97,7 @@ def run_generate(args: argparse.Namespace) -> int:
             f"(vllm {stack.vllm}, torch {stack.torch}, triton {stack.triton}, CUDA {stack.cuda}) "
             f"in {time.perf_counter() - start:.2f}s"
         )
-    if args.check and every and args.format == "conda":
+    if args.check and _every_stack(args) and args.format == "conda":
         _check_no_stray_trees(names)
     return 0
 
